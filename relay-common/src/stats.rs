@@ -1,0 +1,119 @@
+//! Per-CPU verdict/reason counters: one slot per [`Reason`], each a [`StatEntry`].
+
+/// Why the program returned what it returned. Every frame the program sees is counted in
+/// exactly one slot. Values are indices into the per-CPU stats array and never change meaning.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not IPv4/IPv6 (ARP, LLDP, ...): passed to the stack.
+    PassNotIp = 0,
+    /// IP but not UDP (TCP, ICMP, ...): passed.
+    PassNotUdp = 1,
+    /// A header did not fit in the frame: passed untouched, never forwarded.
+    PassTruncated = 2,
+    /// IPv4 IHL < 5, wrong IP version, UDP length inconsistent with the frame: passed.
+    PassMalformed = 3,
+    /// IPv4 fragment (MF set or offset != 0): the UDP header is not reliable, passed.
+    PassFragment = 4,
+    /// UDP, not to a relay port: passed.
+    PassNotRelayPort = 5,
+    /// UDP to a relay port, handled by userspace for now.
+    PassRelayUdp = 6,
+}
+
+impl Reason {
+    /// Number of slots; the map is sized by this.
+    pub const COUNT: u32 = 7;
+
+    pub const ALL: [Reason; Self::COUNT as usize] = [
+        Reason::PassNotIp,
+        Reason::PassNotUdp,
+        Reason::PassTruncated,
+        Reason::PassMalformed,
+        Reason::PassFragment,
+        Reason::PassNotRelayPort,
+        Reason::PassRelayUdp,
+    ];
+
+    /// Stable snake_case name, used in `relay-ctl stats` and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassNotIp => "pass_not_ip",
+            Reason::PassNotUdp => "pass_not_udp",
+            Reason::PassTruncated => "pass_truncated",
+            Reason::PassMalformed => "pass_malformed",
+            Reason::PassFragment => "pass_fragment",
+            Reason::PassNotRelayPort => "pass_not_relay_port",
+            Reason::PassRelayUdp => "pass_relay_udp",
+        }
+    }
+
+    /// The XDP action this reason ends in.
+    pub const fn verdict(self) -> Verdict {
+        match self {
+            Reason::PassNotIp
+            | Reason::PassNotUdp
+            | Reason::PassTruncated
+            | Reason::PassMalformed
+            | Reason::PassFragment
+            | Reason::PassNotRelayPort
+            | Reason::PassRelayUdp => Verdict::Pass,
+        }
+    }
+
+    pub const fn from_index(i: u32) -> Option<Reason> {
+        if i < Self::COUNT {
+            Some(Self::ALL[i as usize])
+        } else {
+            None
+        }
+    }
+}
+
+/// XDP actions, numbered as the kernel's `enum xdp_action`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Aborted = 0,
+    Drop = 1,
+    Pass = 2,
+    Tx = 3,
+    Redirect = 4,
+}
+
+impl Verdict {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Aborted => "aborted",
+            Verdict::Drop => "drop",
+            Verdict::Pass => "pass",
+            Verdict::Tx => "tx",
+            Verdict::Redirect => "redirect",
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> Option<Verdict> {
+        match v {
+            0 => Some(Verdict::Aborted),
+            1 => Some(Verdict::Drop),
+            2 => Some(Verdict::Pass),
+            3 => Some(Verdict::Tx),
+            4 => Some(Verdict::Redirect),
+            _ => None,
+        }
+    }
+}
+
+/// One counter slot: frames and bytes (whole frame, as XDP saw it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatEntry {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<StatEntry>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), two u64, no padding.
+unsafe impl aya::Pod for StatEntry {}

@@ -1,0 +1,2 @@
+//! Sans-IO protocol and session logic of the relay: no sockets, no clocks, no aya.
+//! Time and packets are passed in; actions come out.

@@ -1,0 +1,3 @@
+//! Library half of relay-ctl: the XDP loader and map access, shared by the binary and the tests.
+
+pub mod xdp;

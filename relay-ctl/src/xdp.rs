@@ -1,0 +1,168 @@
+//! Loading, attaching and reading the relay's XDP program.
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Map, MapData, PerCpuArray},
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use relay_common::{
+    config::{CONFIG_SYMBOL, RelayConfig},
+    names,
+    stats::{Reason, StatEntry},
+};
+
+/// The program object, built by build.rs from relay-ebpf.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay"));
+
+/// Default bpffs directory under which the daemon pins its maps.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdp-relay";
+
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("loading the XDP object failed (are you root, is bpffs mounted?): {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0:?} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("map {0:?} missing from the object")]
+    MissingMap(&'static str),
+    #[error("program error: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("map error: {0}")]
+    Map(#[from] aya::maps::MapError),
+    #[error("pinning {path} failed: {source}")]
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("creating pin directory {path} failed (is bpffs mounted at /sys/fs/bpf?): {source}")]
+    PinDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("attaching to {iface} failed in native and in generic mode: native: {native}; generic: {generic}")]
+    Attach {
+        iface: String,
+        native: aya::programs::ProgramError,
+        generic: aya::programs::ProgramError,
+    },
+}
+
+/// Which XDP mode an attach ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    Native,
+    Generic,
+}
+
+/// A loaded (not yet attached) relay program.
+pub struct Relay {
+    pub ebpf: Ebpf,
+}
+
+impl Relay {
+    /// Loads the object with `config` as its read-only configuration and loads the program
+    /// into the kernel (the verifier runs here).
+    pub fn load(config: &RelayConfig) -> Result<Relay, XdpError> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global(CONFIG_SYMBOL, config, true)
+            .load(OBJECT)?;
+        program_mut(&mut ebpf)?.load()?;
+        Ok(Relay { ebpf })
+    }
+
+    pub fn program(&mut self) -> Result<&mut Xdp, XdpError> {
+        program_mut(&mut self.ebpf)
+    }
+
+    /// Attaches in native mode, falling back to generic (skb) mode.
+    pub fn attach(&mut self, iface: &str) -> Result<(XdpLinkId, AttachMode), XdpError> {
+        let prog = self.program()?;
+        match prog.attach(iface, XdpMode::Driver) {
+            Ok(id) => Ok((id, AttachMode::Native)),
+            Err(native) => match prog.attach(iface, XdpMode::Skb) {
+                Ok(id) => {
+                    tracing::warn!(%iface, error = %native, "native XDP attach failed; using generic mode (slower)");
+                    Ok((id, AttachMode::Generic))
+                }
+                Err(generic) => Err(XdpError::Attach {
+                    iface: iface.to_owned(),
+                    native,
+                    generic,
+                }),
+            },
+        }
+    }
+
+    pub fn stats_map(&self) -> Result<PerCpuArray<&MapData, StatEntry>, XdpError> {
+        let map = self
+            .ebpf
+            .map(names::STATS_MAP)
+            .ok_or(XdpError::MissingMap(names::STATS_MAP))?;
+        Ok(PerCpuArray::try_from(map)?)
+    }
+
+    /// Pins the stats map under `dir` so `relay-ctl stats` can read it from another process.
+    pub fn pin_maps(&self, dir: &Path) -> Result<(), XdpError> {
+        std::fs::create_dir_all(dir).map_err(|source| XdpError::PinDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(names::STATS_MAP);
+        // A stale pin from an earlier run would make pinning fail.
+        let _ = std::fs::remove_file(&path);
+        let map = self
+            .ebpf
+            .map(names::STATS_MAP)
+            .ok_or(XdpError::MissingMap(names::STATS_MAP))?;
+        map.pin(&path).map_err(|source| XdpError::Pin { path, source })
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
+    let prog = ebpf
+        .program_mut(names::PROGRAM)
+        .ok_or(XdpError::MissingProgram(names::PROGRAM))?;
+    Ok(prog.try_into()?)
+}
+
+/// Counters summed over CPUs, one per [`Reason`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals(pub Vec<(Reason, StatEntry)>);
+
+impl Totals {
+    pub fn get(&self, reason: Reason) -> StatEntry {
+        self.0
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, e)| *e)
+            .unwrap_or_default()
+    }
+
+    pub fn packets(&self) -> u64 {
+        self.0.iter().map(|(_, e)| e.packets).sum()
+    }
+}
+
+/// Sums the per-CPU stats array.
+pub fn read_totals<T: std::borrow::Borrow<MapData>>(
+    map: &PerCpuArray<T, StatEntry>,
+) -> Result<Totals, XdpError> {
+    let mut out = Vec::with_capacity(Reason::COUNT as usize);
+    for reason in Reason::ALL {
+        let per_cpu = map.get(&(reason as u32), 0)?;
+        let sum = per_cpu.iter().fold(StatEntry::default(), |acc, e| StatEntry {
+            packets: acc.packets + e.packets,
+            bytes: acc.bytes + e.bytes,
+        });
+        out.push((reason, sum));
+    }
+    Ok(Totals(out))
+}
+
+/// Opens the stats map a running daemon pinned under `dir`.
+pub fn open_pinned_stats(dir: &Path) -> Result<PerCpuArray<MapData, StatEntry>, XdpError> {
+    let data = MapData::from_pin(dir.join(names::STATS_MAP))?;
+    Ok(PerCpuArray::try_from(Map::PerCpuArray(data))?)
+}
