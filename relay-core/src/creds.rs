@@ -10,6 +10,8 @@ pub const UFRAG_LEN: usize = 8;
 /// 24 chars = 144 bits (RFC 8445 requires >= 128 bits in the password).
 pub const PWD_LEN: usize = 24;
 
+const _: () = assert!(UFRAG_LEN * 6 >= 24 && PWD_LEN * 6 >= 128);
+
 /// A ufrag/pwd pair, local or remote.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Credentials {
@@ -51,8 +53,12 @@ mod tests {
         let b = Credentials::random();
         assert_eq!(a.ufrag.len(), UFRAG_LEN);
         assert_eq!(a.pwd.len(), PWD_LEN);
-        assert!(UFRAG_LEN * 6 >= 24 && PWD_LEN * 6 >= 128);
-        assert!(a.ufrag.bytes().chain(a.pwd.bytes()).all(|c| ICE_CHARS.contains(&c)));
+        assert!(
+            a.ufrag
+                .bytes()
+                .chain(a.pwd.bytes())
+                .all(|c| ICE_CHARS.contains(&c))
+        );
         assert_ne!(a, b);
     }
 }

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -94,6 +95,7 @@ fn daemon(args: DaemonArgs) -> Result<()> {
         };
         tracing::info!(%iface, mode, "XDP program attached");
     }
+    xdp::ensure_bpffs(&args.pin_dir)?;
     relay.pin_maps(&args.pin_dir)?;
     tracing::info!(pin_dir = %args.pin_dir.display(), ports = %format!("{}-{}", args.port_min, args.port_max), "relay running");
 
@@ -153,7 +155,10 @@ fn stats(pin_dir: &std::path::Path, json: bool) -> Result<()> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{:<22} {:<9} {:>14} {:>16}", "REASON", "VERDICT", "PACKETS", "BYTES");
+        println!(
+            "{:<22} {:<9} {:>14} {:>16}",
+            "REASON", "VERDICT", "PACKETS", "BYTES"
+        );
         for (r, e) in &totals.0 {
             println!(
                 "{:<22} {:<9} {:>14} {:>16}",

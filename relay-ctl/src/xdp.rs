@@ -41,11 +41,17 @@ pub enum XdpError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("attaching to {iface} failed in native and in generic mode: native: {native}; generic: {generic}")]
+    #[error(
+        "{0} is not on a bpffs: mount one (`mount -t bpf bpf DIR`) or use a path under /sys/fs/bpf"
+    )]
+    NotBpffs(PathBuf),
+    #[error(
+        "attaching to {iface} failed in native and in generic mode: native: {native}; generic: {generic}"
+    )]
     Attach {
         iface: String,
-        native: aya::programs::ProgramError,
-        generic: aya::programs::ProgramError,
+        native: Box<aya::programs::ProgramError>,
+        generic: Box<aya::programs::ProgramError>,
     },
 }
 
@@ -88,8 +94,8 @@ impl Relay {
                 }
                 Err(generic) => Err(XdpError::Attach {
                     iface: iface.to_owned(),
-                    native,
-                    generic,
+                    native: Box::new(native),
+                    generic: Box::new(generic),
                 }),
             },
         }
@@ -116,7 +122,8 @@ impl Relay {
             .ebpf
             .map(names::STATS_MAP)
             .ok_or(XdpError::MissingMap(names::STATS_MAP))?;
-        map.pin(&path).map_err(|source| XdpError::Pin { path, source })
+        map.pin(&path)
+            .map_err(|source| XdpError::Pin { path, source })
     }
 }
 
@@ -152,10 +159,12 @@ pub fn read_totals<T: std::borrow::Borrow<MapData>>(
     let mut out = Vec::with_capacity(Reason::COUNT as usize);
     for reason in Reason::ALL {
         let per_cpu = map.get(&(reason as u32), 0)?;
-        let sum = per_cpu.iter().fold(StatEntry::default(), |acc, e| StatEntry {
-            packets: acc.packets + e.packets,
-            bytes: acc.bytes + e.bytes,
-        });
+        let sum = per_cpu
+            .iter()
+            .fold(StatEntry::default(), |acc, e| StatEntry {
+                packets: acc.packets + e.packets,
+                bytes: acc.bytes + e.bytes,
+            });
         out.push((reason, sum));
     }
     Ok(Totals(out))
@@ -165,4 +174,51 @@ pub fn read_totals<T: std::borrow::Borrow<MapData>>(
 pub fn open_pinned_stats(dir: &Path) -> Result<PerCpuArray<MapData, StatEntry>, XdpError> {
     let data = MapData::from_pin(dir.join(names::STATS_MAP))?;
     Ok(PerCpuArray::try_from(Map::PerCpuArray(data))?)
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into a zeroed struct we own; `c` is a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// Makes sure `pin_dir` can live on a bpffs: if it is under /sys/fs/bpf and nothing is mounted
+/// there (some minimal hosts), mounts bpffs there, as systemd does on most distributions.
+pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), XdpError> {
+    let existing = pin_dir.ancestors().find(|p| p.exists()).unwrap_or(pin_dir);
+    if is_bpffs(existing) {
+        return Ok(());
+    }
+    let root = Path::new(DEFAULT_BPFFS);
+    if !pin_dir.starts_with(root) {
+        return Err(XdpError::NotBpffs(pin_dir.to_owned()));
+    }
+    std::fs::create_dir_all(root).map_err(|source| XdpError::PinDir {
+        path: root.to_owned(),
+        source,
+    })?;
+    // SAFETY: constant, NUL-terminated arguments.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(XdpError::PinDir {
+            path: root.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    tracing::info!("mounted bpffs at {DEFAULT_BPFFS}");
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! The relay's XDP program: parse -> classify -> count. For now every frame is passed to the
 //! stack; the fast path (lookup, rewrite, redirect) builds on this parse.
-#![no_std]
-#![no_main]
+// Host builds (`cargo clippy --workspace`) get std and a stub main; the program is bpf-only.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 mod net;
 
@@ -147,10 +148,15 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Reason> {
     Ok((off + core::mem::size_of::<Ipv6Hdr>(), payload_len))
 }
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("relay-ebpf is an XDP program: build it for bpfel-unknown-none (relay-ctl does)");
 }
 
 #[unsafe(link_section = "license")]

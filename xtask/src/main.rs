@@ -1,1 +1,175 @@
-fn main() {}
+//! `cargo xtask <cmd>`: set-up of the eBPF toolchain, the demo, the whole test suite.
+//! Every command runs the set-up checks first, so a fresh machine needs no other step.
+
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the eBPF build and the tests need (idempotent).
+    Setup,
+    /// Build, start the relay on a throwaway namespace topology, show traffic crossing XDP.
+    Demo,
+    /// Run every check and test: fmt, clippy (host and eBPF), unit, kernel, end-to-end, fuzz.
+    Test {
+        /// Seconds each fuzz target runs for.
+        #[arg(long, default_value_t = 15)]
+        fuzz_seconds: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let env = setup::ensure()?;
+    match cli.cmd {
+        Cmd::Setup => Ok(()),
+        Cmd::Demo => {
+            require_root("the demo creates network namespaces and loads XDP")?;
+            cargo(
+                &env,
+                &[
+                    "build",
+                    "--package",
+                    "relay-ctl",
+                    "--package",
+                    "relay-tests",
+                    "--bins",
+                ],
+            )?;
+            cargo(
+                &env,
+                &[
+                    "run",
+                    "--quiet",
+                    "--package",
+                    "relay-tests",
+                    "--bin",
+                    "relay-demo",
+                ],
+            )
+        }
+        Cmd::Test { fuzz_seconds } => test(&env, fuzz_seconds),
+    }
+}
+
+fn require_root(why: &str) -> Result<()> {
+    let uid = Command::new("id").arg("-u").output()?.stdout;
+    if String::from_utf8_lossy(&uid).trim() != "0" {
+        bail!("run as root: {why}");
+    }
+    Ok(())
+}
+
+fn test(env: &setup::Env, fuzz_seconds: u32) -> Result<()> {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    if require_root("").is_err() {
+        if ci {
+            bail!("CI=true and not root: the kernel and end-to-end tests cannot run");
+        }
+        eprintln!("xtask: not root: privileged tests will report SKIPPED");
+    }
+    step("cargo fmt --check");
+    cargo(env, &["fmt", "--all", "--check"])?;
+    step("clippy (workspace)");
+    cargo(
+        env,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    step("clippy (eBPF crate, bpfel-unknown-none)");
+    cargo(
+        env,
+        &[
+            "+nightly",
+            "clippy",
+            "--package",
+            "relay-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+            "target/ebpf-clippy",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    step("tests (unit, kernel, end-to-end)");
+    cargo(env, &["test", "--workspace", "--no-fail-fast"])?;
+    step("fuzz targets (bounded)");
+    for target in fuzz_targets()? {
+        let secs = format!("-max_total_time={fuzz_seconds}");
+        let mut cmd = Command::new("cargo");
+        cmd.envs(env.vars())
+            .current_dir("fuzz")
+            .args(["+nightly", "fuzz", "run", &target, "--", &secs]);
+        status(&mut cmd).with_context(|| format!("fuzz target {target}"))?;
+    }
+    step("all checks passed");
+    Ok(())
+}
+
+fn fuzz_targets() -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let dir = std::path::Path::new("fuzz/fuzz_targets");
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for entry in std::fs::read_dir(dir).context("reading fuzz/fuzz_targets")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            out.push(stem.to_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+fn cargo(env: &setup::Env, args: &[&str]) -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.envs(env.vars()).args(args);
+    status(&mut cmd)
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Idempotent set-up of the eBPF toolchain: nightly `rust-src`, LLVM development packages of the
+//! same major as nightly rustc, bpf-linker built against that LLVM, cargo-fuzz, and the system
+//! tools the tests use. Each step checks first and says what it found.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// Debian packages the tests and demo use besides the LLVM ones.
+const TOOLS: &[&str] = &[
+    "iproute2",
+    "ethtool",
+    "util-linux",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+
+/// What later cargo invocations need in their environment.
+pub struct Env {
+    llvm_bin: PathBuf,
+}
+
+impl Env {
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let path = std::env::var("PATH").unwrap_or_default();
+        vec![("PATH".into(), format!("{}:{path}", self.llvm_bin.display()))]
+    }
+}
+
+pub fn ensure() -> Result<Env> {
+    let t0 = Instant::now();
+    let major = nightly_llvm_major()?;
+    report("nightly rustc", &format!("LLVM {major}"));
+
+    if installed_components()?
+        .iter()
+        .any(|c| c.starts_with("rust-src"))
+    {
+        report("rust-src (nightly)", "present");
+    } else {
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+            .context("rustup could not add rust-src to nightly; check network access to the Rust distribution server")?;
+        report("rust-src (nightly)", "installed");
+    }
+
+    let llvm = [format!("llvm-{major}-dev"), format!("libpolly-{major}-dev")];
+    let mut want: Vec<String> = llvm.to_vec();
+    want.extend(TOOLS.iter().map(|s| s.to_string()));
+    let missing: Vec<String> = want.into_iter().filter(|p| !deb_installed(p)).collect();
+    if missing.is_empty() {
+        report("Debian packages", "present");
+    } else {
+        apt_install(&missing)?;
+        report(
+            "Debian packages",
+            &format!("installed {}", missing.join(" ")),
+        );
+    }
+    let llvm_bin = PathBuf::from(format!("/usr/lib/llvm-{major}/bin"));
+    if !llvm_bin.join("llvm-config").exists() {
+        bail!(
+            "{} missing after installing llvm-{major}-dev",
+            llvm_bin.join("llvm-config").display()
+        );
+    }
+
+    match bpf_linker_llvm_major() {
+        Some(m) if m == major => report("bpf-linker", &format!("present, LLVM {m}")),
+        found => {
+            if let Some(m) = found {
+                eprintln!(
+                    "xtask: bpf-linker is linked against LLVM {m} but nightly rustc uses LLVM {major}: rebuilding"
+                );
+            }
+            let path = format!(
+                "{}:{}",
+                llvm_bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            run(Command::new("cargo")
+                .env("PATH", path)
+                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
+                .args(["--no-default-features", "--features", &format!("llvm-{major}")]))
+            .context("building bpf-linker failed; with `unable to find library -lLLVM`, check that llvm-dev of the same major is installed")?;
+            match bpf_linker_llvm_major() {
+                Some(m) if m == major => report("bpf-linker", &format!("installed, LLVM {m}")),
+                other => {
+                    bail!("bpf-linker installed but links LLVM {other:?}, rustc needs {major}")
+                }
+            }
+        }
+    }
+
+    let fuzz_ok = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if fuzz_ok {
+        report("cargo-fuzz", "present");
+    } else {
+        run(Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ]))
+        .context("installing cargo-fuzz")?;
+        report("cargo-fuzz", "installed");
+    }
+    eprintln!(
+        "xtask: set-up checked in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(Env { llvm_bin })
+}
+
+fn report(what: &str, state: &str) {
+    eprintln!("xtask: {what:<20} {state}");
+}
+
+fn nightly_llvm_major() -> Result<u32> {
+    let out = Command::new("rustc")
+        .args(["+nightly", "-vV"])
+        .output()
+        .context("running `rustc +nightly -vV`; is rustup installed?")?;
+    if !out.status.success() {
+        bail!(
+            "no nightly toolchain: the image ships one; otherwise `rustup toolchain install nightly` (its LLVM major must match bpf-linker's)"
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+        .context("`rustc +nightly -vV` printed no LLVM version")
+}
+
+fn installed_components() -> Result<Vec<String>> {
+    let out = Command::new("rustup")
+        .args(["+nightly", "component", "list", "--installed"])
+        .output()
+        .context("running rustup")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+fn deb_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_install(pkgs: &[String]) -> Result<()> {
+    run(Command::new("apt-get").args(["update", "-q"]))
+        .context("apt-get update failed (are you root, is the Debian mirror reachable?)")?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(pkgs))
+    .with_context(|| format!("apt-get install {} failed", pkgs.join(" ")))
+}
+
+/// The LLVM major bpf-linker is linked against, read from its dynamic dependencies.
+fn bpf_linker_llvm_major() -> Option<u32> {
+    let out = Command::new("sh")
+        .args(["-c", "ldd \"$(command -v bpf-linker)\""])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lib = text.split_whitespace().find(|w| w.starts_with("libLLVM"))?;
+    // libLLVM.so.22.1 or libLLVM-22.so
+    lib.trim_start_matches("libLLVM")
+        .trim_start_matches(['-', '.'])
+        .trim_start_matches("so.")
+        .split(['.', '-'])
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
