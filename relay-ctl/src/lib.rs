@@ -1,3 +1,5 @@
 //! Library half of relay-ctl: the XDP loader and map access, shared by the binary and the tests.
 
+pub mod config;
+pub mod metrics;
 pub mod xdp;
