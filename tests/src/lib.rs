@@ -4,6 +4,7 @@
 
 pub mod frames;
 pub mod netns;
+pub mod topology;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,0 +1,147 @@
+//! One UDP socket per allocated relay port. STUN and media that the fast path passes up arrive
+//! here and are handed to the daemon's single event loop; replies go out of the same socket.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
+
+/// A datagram received on a relay port.
+#[derive(Debug)]
+pub struct Inbound {
+    pub local: SocketAddr,
+    pub source: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+struct Bound {
+    socket: Arc<UdpSocket>,
+    task: JoinHandle<()>,
+}
+
+/// The set of bound relay ports.
+pub struct PortSockets {
+    bound: HashMap<SocketAddr, Bound>,
+    tx: mpsc::Sender<Inbound>,
+}
+
+impl PortSockets {
+    /// `tx` receives every datagram; it is bounded so a flood cannot grow memory without limit
+    /// (excess datagrams are dropped by the kernel once the socket buffer fills).
+    pub fn new(tx: mpsc::Sender<Inbound>) -> PortSockets {
+        PortSockets {
+            bound: HashMap::new(),
+            tx,
+        }
+    }
+
+    /// Binds `local` (idempotent).
+    pub fn bind(&mut self, local: SocketAddr) -> std::io::Result<()> {
+        if self.bound.contains_key(&local) {
+            return Ok(());
+        }
+        let std_sock = std::net::UdpSocket::bind(local)?;
+        std_sock.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(std_sock)?);
+        let (rx_sock, tx) = (Arc::clone(&socket), self.tx.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                match rx_sock.recv_from(&mut buf).await {
+                    Ok((n, source)) => {
+                        let msg = Inbound {
+                            local,
+                            source,
+                            data: buf[..n].to_vec(),
+                        };
+                        // Full queue: drop rather than stall the socket (the loop is behind).
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(msg) {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::debug!(%local, error = %e, "recv on relay port"),
+                }
+            }
+        });
+        self.bound.insert(local, Bound { socket, task });
+        Ok(())
+    }
+
+    pub fn unbind(&mut self, local: &SocketAddr) {
+        if let Some(b) = self.bound.remove(local) {
+            b.task.abort();
+        }
+    }
+
+    pub fn is_bound(&self, local: &SocketAddr) -> bool {
+        self.bound.contains_key(local)
+    }
+
+    pub fn len(&self) -> usize {
+        self.bound.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bound.is_empty()
+    }
+
+    /// Sends from the socket bound to `local`; errors are logged, not fatal (ICMP unreachable
+    /// from a peer must not stop the relay).
+    pub fn send(&self, local: &SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
+        match self.bound.get(local) {
+            Some(b) => match b.socket.try_send_to(data, to) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!(%local, %to, error = %e, "send from relay port");
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+}
+
+impl Drop for PortSockets {
+    fn drop(&mut self) {
+        for b in self.bound.values() {
+            b.task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn datagrams_reach_the_loop_and_replies_leave_the_same_port() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut ports = PortSockets::new(tx);
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        ports.bind(local).unwrap();
+        ports.bind(local).unwrap();
+        assert_eq!(ports.len(), 1);
+        probe.send_to(b"\x80hello", local).unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got.local, got.source, got.data.as_slice()),
+            (local, probe.local_addr().unwrap(), &b"\x80hello"[..])
+        );
+        assert!(ports.send(&local, got.source, b"back"));
+        let mut buf = [0u8; 16];
+        probe
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let (n, from) = probe.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"back"[..], local));
+        ports.unbind(&local);
+        assert!(!ports.is_bound(&local));
+        assert!(!ports.send(&local, got.source, b"x"));
+    }
+}
