@@ -171,7 +171,7 @@ impl FileConfig {
         let port_min = flags.port_min.or(self.port_min).unwrap_or(30_000);
         let port_max = flags.port_max.or(self.port_max).unwrap_or(40_000);
         // Even base so RTP/RTCP pairs never straddle the range.
-        if port_min == 0 || port_min >= port_max || port_min % 2 != 0 {
+        if port_min == 0 || port_min >= port_max || !port_min.is_multiple_of(2) {
             return Err(ConfigError::PortRange {
                 min: port_min,
                 max: port_max,
