@@ -3,4 +3,5 @@
 pub mod config;
 pub mod metrics;
 pub mod ports;
+pub mod state_file;
 pub mod xdp;
