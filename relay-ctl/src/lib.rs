@@ -1,5 +1,6 @@
 //! Library half of relay-ctl: the XDP loader and map access, shared by the binary and the tests.
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod metrics;

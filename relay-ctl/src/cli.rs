@@ -1,0 +1,285 @@
+//! Operator subcommands: build an NG request from arguments, call the daemon, print an aligned
+//! table for people or JSON for scripts.
+
+use std::{io::Read as _, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Map, Value, json};
+
+use crate::client::NgClient;
+
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// NG control address of the daemon.
+    #[arg(long, global = true, default_value = "127.0.0.1:2223")]
+    pub ng: SocketAddr,
+    /// Seconds to wait for each try.
+    #[arg(long, global = true, default_value_t = 2.0)]
+    pub timeout: f64,
+    /// Print the reply as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Options shared by offer and answer, named as rtpengine's NG keys.
+#[derive(clap::Args, Debug)]
+pub struct MediaArgs {
+    #[arg(long)]
+    pub call_id: String,
+    #[arg(long)]
+    pub from_tag: String,
+    /// SDP file, or - for standard input.
+    #[arg(long, default_value = "-")]
+    pub sdp: PathBuf,
+    /// ICE handling: remove, force, default, optional.
+    #[arg(long)]
+    pub ice: Option<String>,
+    /// rtcp-mux handling (repeatable): offer, demux, accept, reject, require.
+    #[arg(long = "rtcp-mux")]
+    pub rtcp_mux: Vec<String>,
+    /// NG flags (repeatable): trust-address, symmetric, asymmetric, strict-source, media-handover, port-latching.
+    #[arg(long = "flag")]
+    pub flags: Vec<String>,
+    /// replace (repeatable): origin, session-connection.
+    #[arg(long)]
+    pub replace: Vec<String>,
+    /// Logical interfaces, from-side then to-side (give twice).
+    #[arg(long)]
+    pub direction: Vec<String>,
+    /// Address the SIP message came from (NG `received from`).
+    #[arg(long)]
+    pub received_from: Option<std::net::IpAddr>,
+    /// IP4 or IP6: address family of the rewritten SDP.
+    #[arg(long)]
+    pub address_family: Option<String>,
+}
+
+fn client(c: &Common) -> Result<NgClient> {
+    if !(c.timeout.is_finite() && c.timeout > 0.0) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    Ok(NgClient::new(c.ng, Duration::from_secs_f64(c.timeout), 3)?)
+}
+
+fn request(command: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("command".into(), command.into());
+    m
+}
+
+fn read_input(path: &PathBuf) -> Result<String> {
+    let mut s = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
+    } else {
+        s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(s)
+}
+
+fn media_request(command: &str, a: &MediaArgs, to_tag: Option<&str>) -> Result<Map<String, Value>> {
+    let mut r = request(command);
+    r.insert("call-id".into(), a.call_id.clone().into());
+    r.insert("from-tag".into(), a.from_tag.clone().into());
+    if let Some(t) = to_tag {
+        r.insert("to-tag".into(), t.into());
+    }
+    r.insert("sdp".into(), read_input(&a.sdp)?.into());
+    if let Some(ice) = &a.ice {
+        r.insert("ICE".into(), ice.clone().into());
+    }
+    for (key, list) in [
+        ("rtcp-mux", &a.rtcp_mux),
+        ("flags", &a.flags),
+        ("replace", &a.replace),
+        ("direction", &a.direction),
+    ] {
+        if !list.is_empty() {
+            r.insert(key.into(), json!(list));
+        }
+    }
+    if let Some(ip) = a.received_from {
+        let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
+        r.insert("received from".into(), json!([fam, ip.to_string()]));
+    }
+    if let Some(f) = &a.address_family {
+        r.insert("address family".into(), f.clone().into());
+    }
+    Ok(r)
+}
+
+pub fn ping(c: &Common) -> Result<()> {
+    let reply = client(c)?.call(&request("ping"))?;
+    print_or(c, &reply, || {
+        println!(
+            "{}",
+            reply.get("result").and_then(Value::as_str).unwrap_or("?")
+        )
+    });
+    Ok(())
+}
+
+pub fn offer_answer(c: &Common, command: &str, a: &MediaArgs, to_tag: Option<&str>) -> Result<()> {
+    let reply = client(c)?.call(&media_request(command, a, to_tag)?)?;
+    print_or(c, &reply, || {
+        print!(
+            "{}",
+            reply.get("sdp").and_then(Value::as_str).unwrap_or_default()
+        )
+    });
+    Ok(())
+}
+
+pub fn delete(
+    c: &Common,
+    call_id: &str,
+    from_tag: Option<&str>,
+    to_tag: Option<&str>,
+) -> Result<()> {
+    let mut r = request("delete");
+    r.insert("call-id".into(), call_id.into());
+    if let Some(t) = from_tag {
+        r.insert("from-tag".into(), t.into());
+    }
+    if let Some(t) = to_tag {
+        r.insert("to-tag".into(), t.into());
+    }
+    let reply = client(c)?.call(&r)?;
+    print_or(c, &reply, || println!("deleted {call_id}"));
+    Ok(())
+}
+
+pub fn list(c: &Common) -> Result<()> {
+    let reply = client(c)?.call(&request("list"))?;
+    print_or(c, &reply, || {
+        for id in reply
+            .get("calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            println!("{}", id.as_str().unwrap_or_default());
+        }
+    });
+    Ok(())
+}
+
+pub fn show(c: &Common, call_id: &str) -> Result<()> {
+    let mut r = request("query");
+    r.insert("call-id".into(), call_id.into());
+    let reply = client(c)?.call(&r)?;
+    print_or(c, &reply, || print!("{}", query_table(call_id, &reply)));
+    Ok(())
+}
+
+pub fn statistics(c: &Common) -> Result<Map<String, Value>> {
+    Ok(client(c)?.call(&request("statistics"))?)
+}
+
+fn print_or(c: &Common, reply: &Map<String, Value>, human: impl FnOnce()) {
+    if c.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(reply).unwrap_or_default()
+        );
+    } else {
+        human();
+    }
+}
+
+fn s(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Object(o)) if o.contains_key("address") => {
+            format!("{}:{}", s(o.get("address")), s(o.get("port")))
+        }
+        Some(Value::Array(a)) => a.iter().map(|v| s(Some(v))).collect::<Vec<_>>().join(","),
+        _ => "-".into(),
+    }
+}
+
+/// The query reply as a table: one row per stream, under its leg (tag) and media.
+pub fn query_table(call_id: &str, reply: &Map<String, Value>) -> String {
+    let mut rows = vec![
+        [
+            "TAG",
+            "MEDIA",
+            "LOCAL",
+            "PEER",
+            "ICE",
+            "PACKETS",
+            "BYTES",
+            "LAST-SEEN",
+        ]
+        .map(String::from),
+    ];
+    let tags = reply.get("tags").and_then(Value::as_object);
+    for (tag, leg) in tags.into_iter().flatten() {
+        let medias = leg.get("medias").and_then(Value::as_array);
+        for m in medias.into_iter().flatten() {
+            let media = format!("{} {}", s(m.get("index")), s(m.get("type")));
+            for st in m
+                .get("streams")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let stats = st.get("stats");
+                rows.push([
+                    tag.clone(),
+                    media.clone(),
+                    s(st.get("local endpoint").or(st.get("local port"))),
+                    s(st.get("endpoint")),
+                    s(st.get("ICE").or(m.get("ICE"))),
+                    s(stats.and_then(|x| x.get("packets"))),
+                    s(stats.and_then(|x| x.get("bytes"))),
+                    s(st.get("last packet")),
+                ]);
+            }
+        }
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = format!("call {call_id}  created {}\n", s(reply.get("created")));
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_table_aligns_one_row_per_stream() {
+        let reply: Map<String, Value> = serde_json::from_str(
+            r#"{"result":"ok","created":1700000000,"tags":{"a1":{"medias":[{"index":1,"type":"audio","streams":[
+              {"local port":30000,"endpoint":{"family":"IPv4","address":"10.1.1.2","port":4000},"stats":{"packets":12,"bytes":2064},"last packet":1700000005},
+              {"local port":30001,"stats":{"packets":1,"bytes":80}}]}]}}}"#,
+        )
+        .unwrap();
+        let t = query_table("c1", &reply);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "call c1  created 1700000000");
+        assert!(lines[1].starts_with("TAG  MEDIA    LOCAL  PEER"), "{t}");
+        assert_eq!(
+            lines[2],
+            "a1   1 audio  30000  10.1.1.2:4000  -    12       2064   1700000005"
+        );
+        assert_eq!(
+            lines[3],
+            "a1   1 audio  30001  -              -    1        80     -"
+        );
+    }
+}
