@@ -4,6 +4,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod metrics;
+pub mod persist;
 pub mod ports;
 pub mod state_file;
 pub mod xdp;
