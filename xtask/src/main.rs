@@ -123,6 +123,8 @@ fn test(env: &setup::Env, fuzz_seconds: u32) -> Result<()> {
             "warnings",
         ],
     )?;
+    step("build binaries (end-to-end tests run relay-ctl as a process)");
+    cargo(env, &["build", "--workspace", "--bins"])?;
     step("tests (unit, kernel, end-to-end)");
     cargo(env, &["test", "--workspace", "--no-fail-fast"])?;
     step("fuzz targets (bounded)");
