@@ -3,6 +3,8 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daemon;
+pub mod engine;
 pub mod metrics;
 pub mod persist;
 pub mod ports;

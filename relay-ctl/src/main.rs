@@ -1,51 +1,105 @@
 //! relay-ctl: the relay daemon (`relay-ctl daemon`) and its operator subcommands.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use relay_common::config::RelayConfig;
-use relay_ctl::xdp::{self, AttachMode, Relay, Totals};
+use relay_ctl::{
+    cli::{self, Common, MediaArgs},
+    config::{Config, FileConfig},
+    daemon,
+    engine::Engine,
+    persist::{self, Attached},
+    xdp,
+};
 
 #[derive(Parser)]
 #[command(name = "relay-ctl", version, about = "XDP media relay for SIP B2BUAs")]
 struct Cli {
+    #[command(flatten)]
+    common: Common,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Load the XDP program, attach it and run the relay.
-    Daemon(DaemonArgs),
-    /// Show the fast path's verdict counters, summed over CPUs.
+    /// Run the relay: load and attach the XDP program, serve NG on --ng-listen.
+    Daemon(Box<DaemonArgs>),
+    /// Check that the daemon answers.
+    Ping,
+    /// Send an SDP offer; prints the SDP to forward to the callee.
+    Offer(MediaArgs),
+    /// Send an SDP answer; prints the SDP to forward to the caller.
+    Answer {
+        #[command(flatten)]
+        media: MediaArgs,
+        #[arg(long)]
+        to_tag: String,
+    },
+    /// Delete a call, or one leg of it.
+    Delete {
+        #[arg(long)]
+        call_id: String,
+        #[arg(long)]
+        from_tag: Option<String>,
+        #[arg(long)]
+        to_tag: Option<String>,
+    },
+    /// List call ids.
+    List,
+    /// Show a call: legs, relay ports, peers, ICE state, per-stream counters.
+    Show { call_id: String },
+    /// Fast-path verdict counters (from the pinned map) and daemon statistics.
     Stats {
         /// bpffs directory the daemon pinned its maps under.
         #[arg(long, default_value = xdp::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
 }
 
 #[derive(clap::Args)]
 struct DaemonArgs {
-    /// Interface to attach the XDP program to (repeatable).
-    #[arg(long = "interface", short = 'i', required = true)]
+    /// TOML configuration file; flags override its keys (same names).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Logical interface NAME/ADDRESS[!ADVERTISED] (repeatable), as rtpengine's --interface.
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Network device to attach the XDP program to (repeatable).
+    #[arg(long = "interface", short = 'i')]
     interfaces: Vec<String>,
-    /// First relay UDP port.
-    #[arg(long, default_value_t = 30000)]
-    port_min: u16,
-    /// Last relay UDP port.
-    #[arg(long, default_value_t = 40000)]
-    port_max: u16,
-    /// bpffs directory to pin maps under.
-    #[arg(long, default_value = xdp::DEFAULT_PIN_DIR)]
-    pin_dir: PathBuf,
-    /// Log the counters every this many seconds (0: never).
-    #[arg(long, default_value_t = 0)]
-    stats_interval: u64,
+    #[arg(long)]
+    port_min: Option<u16>,
+    #[arg(long)]
+    port_max: Option<u16>,
+    /// Media timeout, seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Media timeout for calls on hold, seconds.
+    #[arg(long)]
+    silent_timeout: Option<u64>,
+    /// Delete any call this long after it was created, seconds (0: never).
+    #[arg(long)]
+    final_timeout: Option<u64>,
+    /// Default ICE handling: default, force, remove, optional.
+    #[arg(long)]
+    ice: Option<String>,
+    /// Default latching for non-ICE legs: auto, symmetric, strict.
+    #[arg(long)]
+    latching: Option<String>,
+    #[arg(long)]
+    ng_listen: Option<SocketAddr>,
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// On exit, detach the program and remove the pins (default: keep forwarding).
+    #[arg(long)]
+    detach: bool,
 }
 
 fn main() -> ExitCode {
@@ -58,9 +112,20 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    let c = &cli.common;
     let result = match cli.cmd {
-        Cmd::Daemon(args) => daemon(args),
-        Cmd::Stats { pin_dir, json } => stats(&pin_dir, json),
+        Cmd::Daemon(args) => run_daemon(*args),
+        Cmd::Ping => cli::ping(c),
+        Cmd::Offer(m) => cli::offer_answer(c, "offer", &m, None),
+        Cmd::Answer { media, to_tag } => cli::offer_answer(c, "answer", &media, Some(&to_tag)),
+        Cmd::Delete {
+            call_id,
+            from_tag,
+            to_tag,
+        } => cli::delete(c, &call_id, from_tag.as_deref(), to_tag.as_deref()),
+        Cmd::List => cli::list(c),
+        Cmd::Show { call_id } => cli::show(c, &call_id),
+        Cmd::Stats { pin_dir } => stats(c, &pin_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,103 +136,115 @@ fn main() -> ExitCode {
     }
 }
 
-fn daemon(args: DaemonArgs) -> Result<()> {
-    if args.port_min > args.port_max || args.port_min == 0 {
-        bail!(
-            "invalid port range {}-{}: need 1 <= --port-min <= --port-max",
-            args.port_min,
-            args.port_max
-        );
-    }
-    let config = RelayConfig {
+fn daemon_config(args: &DaemonArgs) -> Result<Config> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let flags = FileConfig {
+        listen: (!args.listen.is_empty()).then(|| args.listen.clone()),
+        interface: (!args.interfaces.is_empty()).then(|| args.interfaces.clone()),
         port_min: args.port_min,
         port_max: args.port_max,
+        timeout: args.timeout,
+        silent_timeout: args.silent_timeout,
+        final_timeout: args.final_timeout,
+        ice: args.ice.clone(),
+        latching: args.latching.clone(),
+        ng_listen: args.ng_listen,
+        metrics_listen: args.metrics_listen,
+        pin_dir: args.pin_dir.clone(),
+        state_file: args.state_file.clone(),
+    };
+    Ok(file.merge(flags)?)
+}
+
+fn run_daemon(args: DaemonArgs) -> Result<()> {
+    // Everything is validated before anything is loaded, bound or attached.
+    let cfg = daemon_config(&args)?;
+    xdp::ensure_bpffs(&cfg.pin_dir)?;
+    let rc = RelayConfig {
+        port_min: cfg.port_min,
+        port_max: cfg.port_max,
         flags: 0,
     };
-    let mut relay = Relay::load(&config).context("loading the XDP program")?;
-    for iface in &args.interfaces {
-        let (_, mode) = relay
-            .attach(iface)
-            .with_context(|| format!("attaching to {iface}"))?;
-        let mode = match mode {
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-        };
-        tracing::info!(%iface, mode, "XDP program attached");
+    let mut relay = persist::load(&rc, &cfg.pin_dir).context("loading the XDP program")?;
+    for dev in &cfg.xdp_devices {
+        let how = persist::attach(&mut relay, dev, &cfg.pin_dir)
+            .with_context(|| format!("attaching to {dev}"))?;
+        match how {
+            Attached::New(mode) => tracing::info!(%dev, ?mode, "XDP program attached"),
+            Attached::Replaced => tracing::info!(%dev, "XDP program replaced in the pinned link"),
+            Attached::Unpinned(mode) => {
+                tracing::info!(%dev, ?mode, "XDP program attached (not pinned)")
+            }
+        }
     }
-    xdp::ensure_bpffs(&args.pin_dir)?;
-    relay.pin_maps(&args.pin_dir)?;
-    tracing::info!(pin_dir = %args.pin_dir.display(), ports = %format!("{}-{}", args.port_min, args.port_max), "relay running");
-
+    let pin_dir = cfg.pin_dir.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut tick = tokio::time::interval(Duration::from_secs(args.stats_interval.max(1)));
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
-                _ = tick.tick(), if args.stats_interval > 0 => {
-                    let totals = xdp::read_totals(&relay.stats_map()?)?;
-                    tracing::info!(packets = totals.packets(), "{}", one_line(&totals));
-                }
-            }
-        }
-        anyhow::Ok(())
-    })?;
-    // Dropping `relay` detaches the program; the pin goes with it.
-    let _ = std::fs::remove_file(args.pin_dir.join(relay_common::names::STATS_MAP));
-    let _ = std::fs::remove_dir(&args.pin_dir);
-    tracing::info!("relay stopped");
-    Ok(())
+    let result = rt.block_on(daemon::run(cfg.clone(), move |ports| {
+        Ok(Engine::new(cfg, relay, ports))
+    }));
+    if args.detach {
+        persist::detach_all(&pin_dir).context("detaching")?;
+        tracing::info!("XDP program detached, pins removed");
+    }
+    result
 }
 
-fn one_line(t: &Totals) -> String {
-    t.0.iter()
-        .filter(|(_, e)| e.packets > 0)
-        .map(|(r, e)| format!("{}={}", r.name(), e.packets))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn stats(pin_dir: &std::path::Path, json: bool) -> Result<()> {
+fn stats(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
     let map = xdp::open_pinned_stats(pin_dir).with_context(|| {
         format!(
-            "opening the stats map pinned under {} (is `relay-ctl daemon` running?)",
+            "opening the stats map pinned under {} (is the relay running?)",
             pin_dir.display()
         )
     })?;
     let totals = xdp::read_totals(&map)?;
-    if json {
+    // The daemon may be down while the fast path keeps forwarding; its part is optional.
+    let daemon = cli::statistics(c).ok();
+    if c.json {
         let rows: Vec<_> = totals
             .0
             .iter()
             .map(|(r, e)| {
-                serde_json::json!({
-                    "reason": r.name(),
-                    "verdict": r.verdict().name(),
-                    "packets": e.packets,
-                    "bytes": e.bytes,
-                })
+                serde_json::json!({"reason": r.name(), "verdict": r.verdict().name(), "packets": e.packets, "bytes": e.bytes})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"fastpath": rows, "daemon": daemon}))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<22} {:<9} {:>14} {:>16}",
+        "REASON", "VERDICT", "PACKETS", "BYTES"
+    );
+    for (r, e) in &totals.0 {
         println!(
             "{:<22} {:<9} {:>14} {:>16}",
-            "REASON", "VERDICT", "PACKETS", "BYTES"
+            r.name(),
+            r.verdict().name(),
+            e.packets,
+            e.bytes
         );
-        for (r, e) in &totals.0 {
-            println!(
-                "{:<22} {:<9} {:>14} {:>16}",
-                r.name(),
-                r.verdict().name(),
-                e.packets,
-                e.bytes
-            );
-        }
+    }
+    match daemon
+        .as_ref()
+        .and_then(|d| d.get("statistics"))
+        .and_then(|s| s.get("currentstatistics"))
+    {
+        Some(cur) => println!(
+            "\nsessions: {} own, {} total",
+            cur.get("sessionsown").unwrap_or(&serde_json::Value::Null),
+            cur.get("sessionstotal").unwrap_or(&serde_json::Value::Null)
+        ),
+        None => println!(
+            "\ndaemon: not answering on {} (the fast path runs without it)",
+            c.ng
+        ),
     }
     Ok(())
 }

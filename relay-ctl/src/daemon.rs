@@ -1,0 +1,97 @@
+//! The daemon's event loop: one task owns all state (the [`Engine`]); sockets feed it through
+//! channels, so there are no locks and every state change happens in one place.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, UdpSocket},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    config::Config,
+    engine::Engine,
+    metrics,
+    ports::{Inbound, PortSockets},
+};
+
+/// Bound on queued relay-port datagrams: a flood of unknown-stream packets fills this queue
+/// and the kernel drops the rest, while NG requests keep their own socket and get served.
+const INBOUND_QUEUE: usize = 4096;
+const TICK: Duration = Duration::from_secs(1);
+
+pub async fn run(
+    cfg: Config,
+    engine_init: impl FnOnce(PortSockets) -> Result<Engine>,
+) -> Result<()> {
+    let ng = UdpSocket::bind(cfg.ng_listen)
+        .await
+        .with_context(|| format!("binding the NG control socket {}", cfg.ng_listen))?;
+    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let mut engine = engine_init(PortSockets::new(in_tx))?;
+
+    let (mreq_tx, mut mreq_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
+    if let Some(addr) = cfg.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener {addr}"))?;
+        tokio::spawn(serve_metrics(listener, mreq_tx));
+    }
+    tracing::info!(ng = %cfg.ng_listen, metrics = ?cfg.metrics_listen, "relay daemon running");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(TICK);
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        tokio::select! {
+            biased;
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            r = ng.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    if let Some(reply) = engine.handle_ng(std::time::Instant::now(), from, &buf[..n])
+                        && let Err(e) = ng.send_to(&reply, from).await
+                    {
+                        tracing::warn!(%from, error = %e, "sending NG reply");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "NG socket receive"),
+            },
+            Some(reply) = mreq_rx.recv() => {
+                let _ = reply.send(metrics::render(&engine.metrics()));
+            }
+            _ = tick.tick() => engine.handle_tick(std::time::Instant::now()),
+            Some(inbound) = in_rx.recv() => engine.handle_inbound(std::time::Instant::now(), inbound),
+        }
+    }
+    engine.shutdown();
+    Ok(())
+}
+
+async fn serve_metrics(listener: TcpListener, req: mpsc::Sender<oneshot::Sender<String>>) {
+    loop {
+        let Ok((mut conn, peer)) = listener.accept().await else {
+            continue;
+        };
+        let req = req.clone();
+        tokio::spawn(async move {
+            let mut head = vec![0u8; 4096];
+            let n = match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut head)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let (tx, rx) = oneshot::channel();
+            let body = if req.send(tx).await.is_ok() {
+                rx.await.unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let resp = metrics::http_response(&head[..n], || body);
+            if let Err(e) = conn.write_all(&resp).await {
+                tracing::debug!(%peer, error = %e, "metrics response");
+            }
+        });
+    }
+}
