@@ -538,7 +538,17 @@ pub fn apply_rport_framed(
             .trim()
             .to_ascii_lowercase();
         let value_r = |eq: Option<usize>| match eq {
-            Some(e) => e + 1..pend,
+            Some(e) => {
+                // Keep the LWS around the old value.
+                let (mut vs, mut ve) = (e + 1, pend);
+                while vs < ve && msg[vs].is_ascii_whitespace() {
+                    vs += 1;
+                }
+                while ve > vs && msg[ve - 1].is_ascii_whitespace() {
+                    ve -= 1;
+                }
+                vs..ve
+            }
             None => {
                 let mut ne = pend;
                 while ne > s + 1 && msg[ne - 1].is_ascii_whitespace() {
