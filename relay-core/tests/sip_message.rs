@@ -152,13 +152,7 @@ l: 999\r\n\
 \r\n";
     let mut msg = msg.to_vec();
     let cl = msg.windows(3).position(|w| w == b"999").unwrap();
-    msg.splice(
-        cl..cl + 3,
-        SDP.len()
-            .to_string()
-            .bytes()
-            .chain(std::iter::repeat_n(b' ', 0)),
-    );
+    msg.splice(cl..cl + 3, SDP.len().to_string().bytes());
     msg.extend_from_slice(SDP.as_bytes());
     let m = SipMessage::parse(&msg).unwrap();
     assert_eq!(m.call_id(), "compact@example.com");

@@ -302,3 +302,35 @@ fn rfc4475_table() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The summary an offer/answer driver reads, from the most whitespace-heavy valid message.
+#[test]
+fn wsinv_summary() {
+    let input = std::fs::read(vectors_dir().join("wsinv.dat")).unwrap();
+    let m = SipMessage::parse(&input).unwrap();
+    assert_eq!(m.method(), Some("INVITE"));
+    assert_eq!(m.call_id(), "wsinv.ndaksdj@192.0.2.1");
+    assert_eq!(m.from_tag(), Some("98asjd8"));
+    assert_eq!(m.to_tag(), Some("1918181833n"));
+    assert_eq!(m.cseq(), (9, "INVITE"));
+    assert_eq!(m.via_branch(), Some("390skdjuw"));
+    assert_eq!(m.body().len(), 150);
+    assert!(m.sdp().unwrap().starts_with("v=0\r\n"));
+}
+
+/// dblreq over UDP: the second message after Content-Length is dropped, not parsed.
+#[test]
+fn dblreq_second_message_dropped() {
+    let input = std::fs::read(vectors_dir().join("dblreq.dat")).unwrap();
+    let m = SipMessage::parse(&input).unwrap();
+    assert_eq!(m.method(), Some("REGISTER"));
+    assert!(m.body().is_empty());
+    let src = "192.0.2.125:5060".parse().unwrap();
+    let out = sip::apply_rport(&input, src).unwrap();
+    assert!(!String::from_utf8_lossy(&out).contains("INVITE"));
+    assert!(out.ends_with(b"Content-Length: 0\r\n\r\n"));
+    assert!(matches!(
+        SipMessage::parse_framed(&input, sip::Framing::Stream),
+        Err(SipError::TrailingData(_))
+    ));
+}

@@ -13,6 +13,15 @@
 //! from the output; with [`Framing::Stream`] Content-Length is required and extra bytes are an
 //! error, since the caller should have framed one message. Content-Length larger than the bytes
 //! present is an error in both.
+//!
+//! Bodies: `application/sdp` is rewritten whole; `multipart/mixed` with exactly one
+//! `application/sdp` part has that part rewritten in place (other parts and delimiters kept);
+//! anything else (other types, several or no SDP parts, a Content-Encoding other than
+//! identity, a body without Content-Type) is [`SipError::UnsupportedBody`], never guessed at.
+//!
+//! Validation is strict where RFC 4475 s.3.1.2 calls a message invalid (start line, From, To,
+//! Contact, Via, CSeq, Max-Forwards, Date, duplicated single-value headers, Content-Length), so a
+//! refused message is answered with a reason rather than half-understood.
 
 mod grammar;
 mod raw;
