@@ -68,6 +68,20 @@ fn rport_last_param_and_existing_received() {
 }
 
 #[test]
+fn rport_ignores_lookalikes_in_quoted_values() {
+    let msg = invite(
+        "SIP/2.0/UDP h.example.com;x=\"a;rport;received=1\";branch=z9hG4bKq",
+        "",
+        "",
+    );
+    let out = sip::apply_rport(&msg, addr("192.0.2.8:7")).unwrap();
+    assert_eq!(
+        top_via(&out),
+        "Via: SIP/2.0/UDP h.example.com;x=\"a;rport;received=1\";branch=z9hG4bKq;received=192.0.2.8"
+    );
+}
+
+#[test]
 fn received_only_when_host_differs_without_rport() {
     let msg = invite("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKc", "", "");
     let same = sip::apply_rport(&msg, addr("192.0.2.1:9999")).unwrap();

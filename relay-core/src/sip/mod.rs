@@ -527,15 +527,19 @@ pub fn apply_rport_framed(
 
     let mut edits = Vec::new();
     let mut have_received = false;
-    // Each `;name[=value]` in the raw first via-parm (params hold no ';' inside quotes in practice,
-    // and `grammar` already validated the shape).
-    let seg = &msg[v.start..end];
-    let semis: Vec<usize> = seg
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c == b';')
-        .map(|(i, _)| v.start + i)
-        .collect();
+    // Each `;name[=value]` of the raw first via-parm; `;` inside quoted values is not a separator.
+    let mut semis = Vec::new();
+    let mut in_q = false;
+    let mut i = v.start;
+    while i < end {
+        match msg[i] {
+            b'"' => in_q = !in_q,
+            b'\\' if in_q => i += 1,
+            b';' if !in_q => semis.push(i),
+            _ => {}
+        }
+        i += 1;
+    }
     for (k, &s) in semis.iter().enumerate() {
         let pend = semis.get(k + 1).copied().unwrap_or(end);
         let p = &msg[s + 1..pend];
