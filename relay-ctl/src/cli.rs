@@ -13,9 +13,9 @@ pub struct Common {
     /// NG control address of the daemon.
     #[arg(long, global = true, default_value = "127.0.0.1:2223")]
     pub ng: SocketAddr,
-    /// Seconds to wait for each try.
+    /// Seconds to wait for each NG reply (tried three times).
     #[arg(long, global = true, default_value_t = 2.0)]
-    pub timeout: f64,
+    pub reply_timeout: f64,
     /// Print the reply as JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -55,10 +55,14 @@ pub struct MediaArgs {
 }
 
 fn client(c: &Common) -> Result<NgClient> {
-    if !(c.timeout.is_finite() && c.timeout > 0.0) {
-        bail!("--timeout must be a positive number of seconds");
+    if !(c.reply_timeout.is_finite() && c.reply_timeout > 0.0) {
+        bail!("--reply-timeout must be a positive number of seconds");
     }
-    Ok(NgClient::new(c.ng, Duration::from_secs_f64(c.timeout), 3)?)
+    Ok(NgClient::new(
+        c.ng,
+        Duration::from_secs_f64(c.reply_timeout),
+        3,
+    )?)
 }
 
 fn request(command: &str) -> Map<String, Value> {

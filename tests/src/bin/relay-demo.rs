@@ -95,7 +95,9 @@ fn demo(p: &str, relay_ctl: &Path) -> Result<()> {
                 "30000",
                 "--port-max",
                 "30100",
+                "--detach",
             ])
+            .arg(format!("--listen=pub/{RELAY_IP}"))
             .arg("--pin-dir")
             .arg(&pin_dir)
             .spawn()
@@ -149,7 +151,9 @@ fn demo(p: &str, relay_ctl: &Path) -> Result<()> {
     let totals = read_totals(&open_pinned_stats(&pin_dir)?)?;
     println!("\nsent {sent} RTP datagrams, the socket behind XDP received {received}");
     println!("relay-ctl stats:");
-    let out = Command::new(relay_ctl)
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", relay.name))
+        .arg(relay_ctl)
         .args(["stats", "--pin-dir"])
         .arg(&pin_dir)
         .output()?;

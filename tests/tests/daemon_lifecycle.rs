@@ -1,0 +1,136 @@
+//! The daemon as a process: start-up in a namespace, NG ping and error replies, metrics over
+//! HTTP, and a restart that takes over the pinned XDP link while media keeps being counted.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use relay_common::stats::Reason;
+use relay_ctl::xdp::{open_pinned_stats, read_totals};
+use relay_tests::{
+    daemon::{Daemon, NG, ng_call},
+    netns::{Bpffs, Netns, veth},
+};
+use serde_json::json;
+
+fn http_get(ns: &Netns, addr: &'static str, path: &'static str) -> String {
+    ns.run(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
+fn raw_ng(ns: &Netns, datagram: &'static [u8]) -> Vec<u8> {
+    ns.run(move || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.send_to(datagram, NG).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.recv(&mut buf).unwrap();
+        buf[..n].to_vec()
+    })
+    .unwrap()
+}
+
+#[test]
+fn daemon_serves_ng_and_metrics_and_survives_restart() {
+    if !relay_tests::privileged("daemon_serves_ng_and_metrics_and_survives_restart") {
+        return;
+    }
+    let p = relay_tests::unique_prefix();
+    let bpffs = Bpffs::new(&p).unwrap();
+    let pin_dir = bpffs.path().join("relay");
+    let caller = Netns::new(&format!("{p}-c")).unwrap();
+    let relay = Netns::new(&format!("{p}-r")).unwrap();
+    let (vc, vr) = (format!("{p}c"), format!("{p}r"));
+    veth(&caller, &vc, "10.203.0.2/24", &relay, &vr, "10.203.0.1/24").unwrap();
+    let state = std::env::temp_dir().join(format!("{p}-state.json"));
+    let state_s = state.to_str().unwrap().to_owned();
+    let args = [
+        "--listen",
+        "pub/10.203.0.1",
+        "--interface",
+        &vr,
+        "--port-min",
+        "30000",
+        "--port-max",
+        "30100",
+        "--metrics-listen",
+        "127.0.0.1:9103",
+        "--state-file",
+        &state_s,
+    ];
+
+    let mut d = Daemon::start(&relay, &pin_dir, &args).unwrap();
+    assert_eq!(
+        ng_call(&relay, json!({"command": "ping"})).unwrap()["result"],
+        "pong"
+    );
+    let e = ng_call(&relay, json!({"command": "frobnicate"}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Unrecognized command"), "{e}");
+    // Garbage after a cookie gets an error reply with that cookie; nothing else changes.
+    let reply = raw_ng(&relay, b"abc123 d7:command");
+    assert!(
+        reply.starts_with(b"abc123 "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(String::from_utf8_lossy(&reply).contains("error"));
+    assert_eq!(
+        ng_call(&relay, json!({"command": "ping"})).unwrap()["result"],
+        "pong"
+    );
+
+    let metrics = http_get(&relay, "127.0.0.1:9103", "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    let sample = |line: &str| -> Option<u64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+    };
+    let frob = "relay_ng_requests_total{command=\"frobnicate\",result=\"error\"}";
+    let invalid = "relay_ng_requests_total{command=\"invalid\",result=\"error\"}";
+    assert_eq!(sample(frob), Some(1), "{metrics}");
+    assert_eq!(sample(invalid), Some(1), "{metrics}");
+    // Start-up readiness pings count too, so only a lower bound is known here.
+    assert!(sample("relay_ng_requests_total{command=\"ping\",result=\"pong\"}").unwrap() >= 2);
+    assert!(
+        metrics
+            .contains("relay_fastpath_packets_total{reason=\"pass_relay_udp\",verdict=\"pass\"}")
+    );
+
+    let stats = open_pinned_stats(&pin_dir).unwrap();
+    let send = |n: u16| {
+        caller
+            .run(move || {
+                let s = UdpSocket::bind("10.203.0.2:0").unwrap();
+                for i in 0..n {
+                    s.send_to(&relay_tests::frames::rtp_payload(i), "10.203.0.1:30010")
+                        .unwrap();
+                }
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        read_totals(&stats)
+            .unwrap()
+            .get(Reason::PassRelayUdp)
+            .packets
+    };
+    assert_eq!(send(10), 10);
+    assert!(d.stop().unwrap(), "daemon exits 0 on SIGTERM");
+    assert_eq!(send(10), 20, "fast path keeps running with the daemon down");
+    let d2 = Daemon::start(&relay, &pin_dir, &args).unwrap();
+    assert_eq!(send(10), 30, "the restarted daemon uses the same maps");
+    drop(d2);
+    let _ = std::fs::remove_file(&state);
+    relay_ctl::persist::detach_all(&pin_dir).unwrap();
+}
