@@ -1184,7 +1184,13 @@ impl Sessions {
                 }
                 let f = foundation(typ, iface.bind);
                 for (c, p) in comps {
-                    let prio = priority(tp, 65535, c);
+                    // Optional termination: local preference 0 puts the relay below every endpoint candidate.
+                    let local_pref = if st.ice == IceRole::Optional {
+                        0
+                    } else {
+                        65535
+                    };
+                    let prio = priority(tp, local_pref, c);
                     let raddr = if typ == "relay" {
                         format!(" raddr {adv} rport {p}")
                     } else {
