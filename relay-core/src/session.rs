@@ -591,16 +591,16 @@ impl Sessions {
                 });
             }
         }
-        if let Some(t) = to_tag {
-            if let Some(side) = call.sides.iter_mut().find(|sd| sd.remotes.contains_key(t))
-                && side.remotes.len() > 1
-            {
-                side.remotes.remove(t);
-                if side.active.as_deref() == Some(t) {
-                    side.active = side.remotes.keys().next_back().cloned();
-                }
-                return Ok(());
+        // A fork goes alone while others remain; the last leg takes the call with it.
+        if let Some(t) = to_tag
+            && let Some(side) = call.sides.iter_mut().find(|sd| sd.remotes.contains_key(t))
+            && side.remotes.len() > 1
+        {
+            side.remotes.remove(t);
+            if side.active.as_deref() == Some(t) {
+                side.active = side.remotes.keys().next_back().cloned();
             }
+            return Ok(());
         }
         if let Some(call) = self.calls.remove(call_id) {
             let mut txn = PortTxn::default();
@@ -1132,13 +1132,16 @@ impl Sessions {
             let st_mux = mux.get(i).copied().unwrap_or(false);
             let strip = st.ice != IceRole::Optional;
             section.retain(|l| {
-                !(strip && is_ice_attr(l))
-                    && !(l.is_attr("rtcp-mux") && !st_mux)
-                    && !(st.ice == IceRole::Optional
-                        && l.is_attr("candidate")
-                        && l.attr()
-                            .and_then(|(_, v)| Candidate::parse(v?))
-                            .is_some_and(|c| c.typ == "relay" && force_relay))
+                let ice_gone = strip && is_ice_attr(l);
+                let mux_gone = l.is_attr("rtcp-mux") && !st_mux;
+                // force-relay: the endpoint's own relay candidates give way to the relay's.
+                let relay_gone = force_relay
+                    && st.ice == IceRole::Optional
+                    && l.is_attr("candidate")
+                    && l.attr()
+                        .and_then(|(_, v)| Candidate::parse(v?))
+                        .is_some_and(|c| c.typ == "relay");
+                !(ice_gone || mux_gone || relay_gone)
             });
             let had_mux = section.iter().any(|l| l.is_attr("rtcp-mux"));
             // Under rtcp-mux a=rtcp names the RTP port (RFC 5761 s.5.1.3); a pair keeps its own.
