@@ -1,0 +1,105 @@
+//! Relay port allocation over a configured range, one allocator per bind address.
+
+use std::collections::BTreeSet;
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum PortError {
+    #[error("port range {min}-{max} is empty or has no even base with a following odd port")]
+    BadRange { min: u16, max: u16 },
+    #[error("no free relay ports left in {min}-{max}")]
+    Exhausted { min: u16, max: u16 },
+}
+
+/// Hands out even RTP ports (RTCP = RTP + 1 when a pair is asked for) and takes them back.
+/// Allocation rotates through the range so a freed port is not reused at once, which keeps late
+/// packets of an ended call away from the next one.
+#[derive(Clone, Debug)]
+pub struct PortAllocator {
+    min: u16,
+    max: u16,
+    next: u16,
+    used: BTreeSet<u16>,
+}
+
+impl PortAllocator {
+    pub fn new(min: u16, max: u16) -> Result<PortAllocator, PortError> {
+        let first = min
+            .checked_add(min % 2)
+            .ok_or(PortError::BadRange { min, max })?;
+        if first >= max {
+            return Err(PortError::BadRange { min, max });
+        }
+        Ok(PortAllocator {
+            min: first,
+            max,
+            next: first,
+            used: BTreeSet::new(),
+        })
+    }
+
+    /// An even base port; with `pair` also base + 1.
+    pub fn allocate(&mut self, pair: bool) -> Result<u16, PortError> {
+        let slots = (u32::from(self.max) - u32::from(self.min)) / 2 + 1;
+        let mut p = self.next;
+        for _ in 0..slots {
+            let ok = !self.used.contains(&p)
+                && (!pair || (p < self.max && !self.used.contains(&(p + 1))));
+            let after = match p.checked_add(2) {
+                Some(n) if n <= self.max => n,
+                _ => self.min,
+            };
+            if ok {
+                self.used.insert(p);
+                if pair {
+                    self.used.insert(p + 1);
+                }
+                self.next = after;
+                return Ok(p);
+            }
+            p = after;
+        }
+        Err(PortError::Exhausted {
+            min: self.min,
+            max: self.max,
+        })
+    }
+
+    pub fn release(&mut self, port: u16) {
+        self.used.remove(&port);
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.used.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_even_and_exhaustion_is_an_error() {
+        let mut a = PortAllocator::new(30001, 30006).unwrap();
+        assert_eq!(a.allocate(true), Ok(30002));
+        assert_eq!(a.allocate(true), Ok(30004));
+        assert_eq!(
+            a.allocate(true),
+            Err(PortError::Exhausted {
+                min: 30002,
+                max: 30006
+            })
+        );
+        // A single port still fits at the top of the range.
+        assert_eq!(a.allocate(false), Ok(30006));
+        assert_eq!(a.in_use(), 5);
+        a.release(30002);
+        a.release(30003);
+        assert_eq!(a.allocate(true), Ok(30002));
+        assert_eq!(
+            PortAllocator::new(5, 5).err(),
+            Some(PortError::BadRange { min: 5, max: 5 })
+        );
+    }
+}
