@@ -2,12 +2,12 @@
 //! before anything is loaded or bound, so a bad configuration changes nothing.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
-    str::FromStr,
     time::Duration,
 };
 
+pub use relay_core::session::LogicalInterface;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,61 +40,31 @@ pub enum ConfigError {
     },
 }
 
-/// A logical interface, like rtpengine's `NAME/IP!ADVERTISED`: where relay ports are bound and
-/// which address goes into SDP.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogicalInterface {
-    pub name: String,
-    pub bind: IpAddr,
-    pub advertised: IpAddr,
-}
-
-impl FromStr for LogicalInterface {
-    type Err = ConfigError;
-
-    fn from_str(spec: &str) -> Result<Self, ConfigError> {
-        let err = |why: &str| ConfigError::Interface {
-            spec: spec.to_owned(),
-            why: why.to_owned(),
-        };
-        let (name, rest) = match spec.split_once('/') {
-            Some((n, r)) => (n, r),
-            None => ("default", spec),
-        };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(err(
-                "the name must be non-empty ASCII letters, digits, '-', '_' or '.'",
-            ));
-        }
-        let (bind, adv) = match rest.split_once('!') {
-            Some((b, a)) => (b, Some(a)),
-            None => (rest, None),
-        };
-        let bind: IpAddr = bind.parse().map_err(|_| err("bad bind address"))?;
-        if bind.is_unspecified() || bind.is_multicast() {
-            return Err(err(
-                "the bind address must be a unicast address of this host",
-            ));
-        }
-        let advertised = match adv {
-            Some(a) => a.parse().map_err(|_| err("bad advertised address"))?,
-            None => bind,
-        };
-        if advertised.is_ipv4() != bind.is_ipv4() {
-            return Err(err(
-                "bind and advertised addresses must be of the same family",
-            ));
-        }
-        Ok(LogicalInterface {
-            name: name.to_owned(),
-            bind,
-            advertised,
-        })
+/// Parses rtpengine's `NAME/ADDRESS[!ADVERTISED]` with relay-core's parser, then applies the
+/// checks an operator needs on top: a plain name and a unicast bind address.
+pub fn parse_interface(spec: &str) -> Result<LogicalInterface, ConfigError> {
+    let err = |why: &str| ConfigError::Interface {
+        spec: spec.to_owned(),
+        why: why.to_owned(),
+    };
+    let li: LogicalInterface = spec
+        .parse()
+        .map_err(|e: relay_core::session::SessionError| err(&e.to_string()))?;
+    if !li
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(err(
+            "the name must be ASCII letters, digits, '-', '_' or '.'",
+        ));
     }
+    if li.bind.is_unspecified() || li.bind.is_multicast() {
+        return Err(err(
+            "the bind address must be a unicast address of this host",
+        ));
+    }
+    Ok(li)
 }
 
 /// The daemon's validated configuration.
@@ -156,7 +126,7 @@ impl FileConfig {
         let listen = flags.listen.or(self.listen).unwrap_or_default();
         let mut interfaces = Vec::with_capacity(listen.len());
         for spec in &listen {
-            let li: LogicalInterface = spec.parse()?;
+            let li = parse_interface(spec)?;
             if interfaces
                 .iter()
                 .any(|i: &LogicalInterface| i.name == li.name)
@@ -255,11 +225,11 @@ mod tests {
 
     #[test]
     fn interface_specs() {
-        let li: LogicalInterface = "pub/192.0.2.1!203.0.113.7".parse().unwrap();
+        let li = parse_interface("pub/192.0.2.1!203.0.113.7").unwrap();
         assert_eq!(li.name, "pub");
         assert_eq!(li.bind.to_string(), "192.0.2.1");
         assert_eq!(li.advertised.to_string(), "203.0.113.7");
-        let li: LogicalInterface = "2001:db8::1".parse().unwrap();
+        let li = parse_interface("2001:db8::1").unwrap();
         assert_eq!((li.name.as_str(), li.advertised), ("default", li.bind));
         for bad in [
             "pub/",
@@ -271,7 +241,7 @@ mod tests {
             "p b/192.0.2.1",
             "pub/224.0.0.1",
         ] {
-            assert!(bad.parse::<LogicalInterface>().is_err(), "{bad} accepted");
+            assert!(parse_interface(bad).is_err(), "{bad} accepted");
         }
     }
 

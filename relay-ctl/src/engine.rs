@@ -1,55 +1,110 @@
 //! The daemon's state and protocol glue: NG requests in, replies out; relay-port datagrams in,
-//! ICE responses, latching decisions and fast-path map changes out. All protocol truth lives in
-//! relay-core; this module only applies its decisions to sockets and maps.
+//! latching decisions and forwarding out. Protocol truth lives in relay-core; this module applies
+//! its decisions. Every change to a call recomputes that call's forwarding entries and applies
+//! only the difference, so nothing is ever half-installed.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    net::SocketAddr,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
 
+use relay_core::{
+    latch::{ForwardingEntry, MismatchPolicy, diff},
+    session::{Config as SessionConfig, IceRole, Sessions},
+};
 use serde_json::{Map, Value, json};
 
 use crate::{
     config::Config,
     metrics::Snapshot,
+    ngmap::Request,
     ports::{Inbound, PortSockets},
     xdp::{Relay, read_totals},
 };
 
+#[derive(Clone, Copy, Debug, Default)]
+struct StreamStats {
+    packets: u64,
+    bytes: u64,
+    last: Option<SystemTime>,
+}
+
+struct CallMeta {
+    created: SystemTime,
+    created_at: Instant,
+    last_signal: SystemTime,
+    last_activity: Instant,
+}
+
 pub struct Engine {
-    #[allow(dead_code, reason = "used as sessions land")]
     cfg: Config,
     relay: Relay,
-    #[allow(dead_code, reason = "used as sessions land")]
     ports: PortSockets,
+    sessions: Sessions,
+    /// Entries applied, by relay endpoint, and which call each endpoint belongs to.
+    entries: BTreeMap<SocketAddr, ForwardingEntry>,
+    call_entries: HashMap<String, Vec<ForwardingEntry>>,
+    bound: HashMap<String, BTreeSet<SocketAddr>>,
+    call_of: HashMap<SocketAddr, String>,
+    meta: HashMap<String, CallMeta>,
+    stats: HashMap<SocketAddr, StreamStats>,
+    pending_deletes: Vec<(Instant, String, Option<String>, Option<String>)>,
     ng_counts: BTreeMap<(String, String), u64>,
+    logged_unknown: HashSet<String>,
+    userspace_forwarded: u64,
+    sessions_total: u64,
 }
 
 impl Engine {
-    pub fn new(cfg: Config, relay: Relay, ports: PortSockets) -> Engine {
-        Engine {
+    pub fn new(cfg: Config, relay: Relay, ports: PortSockets) -> anyhow::Result<Engine> {
+        let sessions = Sessions::new(SessionConfig {
+            interfaces: cfg.interfaces.clone(),
+            port_min: cfg.port_min,
+            port_max: cfg.port_max,
+        })?;
+        Ok(Engine {
             cfg,
             relay,
             ports,
+            sessions,
+            entries: BTreeMap::new(),
+            call_entries: HashMap::new(),
+            bound: HashMap::new(),
+            call_of: HashMap::new(),
+            meta: HashMap::new(),
+            stats: HashMap::new(),
+            pending_deletes: Vec::new(),
             ng_counts: BTreeMap::new(),
-        }
+            logged_unknown: HashSet::new(),
+            userspace_forwarded: 0,
+            sessions_total: 0,
+        })
     }
 
     /// One NG datagram: `COOKIE SP DICTIONARY`. Returns the reply datagram, or nothing for input
-    /// that has no cookie to answer to.
+    /// without a cookie to answer to.
     pub fn handle_ng(
         &mut self,
-        _now: Instant,
+        now: Instant,
         from: SocketAddr,
         datagram: &[u8],
     ) -> Option<Vec<u8>> {
         let sp = datagram.iter().position(|&b| b == b' ')?;
         let (cookie, body) = (&datagram[..sp], &datagram[sp + 1..]);
         let (command, reply) = match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(req)) => {
-                let command = req
-                    .get("command")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                let reply = self.dispatch(&command, &req);
+            Ok(Value::Object(raw)) => {
+                let mut req = Request::new(&raw);
+                let command = req.str("command").unwrap_or("").to_owned();
+                let call_id = req.str("call-id").unwrap_or("").to_owned();
+                let reply = self.dispatch(now, &command, &mut req);
+                for u in std::mem::take(&mut req.unknown) {
+                    if self.logged_unknown.insert(u.clone()) {
+                        tracing::info!(option = %u, "ignoring unknown NG option (logged once)");
+                    }
+                }
+                let result = reply.get("result").and_then(Value::as_str).unwrap_or("?");
+                tracing::info!(%from, %command, call_id = %call_id, %result, "NG request");
                 (command, reply)
             }
             _ => ("invalid".to_owned(), error("Could not decode dictionary")),
@@ -59,7 +114,6 @@ impl Engine {
             .and_then(Value::as_str)
             .unwrap_or("?")
             .to_owned();
-        tracing::debug!(%from, %command, %result, "NG request");
         *self.ng_counts.entry((command, result)).or_default() += 1;
         let mut out = cookie.to_vec();
         out.push(b' ');
@@ -67,13 +121,165 @@ impl Engine {
         Some(out)
     }
 
-    fn dispatch(&mut self, command: &str, _req: &Map<String, Value>) -> Map<String, Value> {
-        match command {
-            "ping" => obj(json!({"result": "pong"})),
-            "statistics" => self.statistics(),
-            "" => error("No command in message"),
-            _ => error("Unrecognized command"),
+    fn dispatch(&mut self, now: Instant, command: &str, req: &mut Request) -> Map<String, Value> {
+        let r = match command {
+            "ping" => Ok(obj(json!({"result": "pong"}))),
+            "offer" => self.offer(now, req),
+            "answer" => self.answer(now, req),
+            "delete" => self.delete(now, req),
+            "query" => self.query(req),
+            "list" => Ok(self.list(req)),
+            "statistics" => Ok(self.statistics()),
+            "" => Err("No command in message".to_owned()),
+            _ => Err("Unrecognized command".to_owned()),
+        };
+        r.unwrap_or_else(|reason| error(&reason))
+    }
+
+    fn offer(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
+        let call_id = req
+            .required("call-id")
+            .map_err(|e| e.to_string())?
+            .to_owned();
+        let from_tag = req
+            .required("from-tag")
+            .map_err(|e| e.to_string())?
+            .to_owned();
+        let sdp = req.required("sdp").map_err(|e| e.to_string())?.to_owned();
+        let opts = req.offer_options().map_err(|e| e.to_string())?;
+        let out = self
+            .sessions
+            .offer(&call_id, &from_tag, &sdp, &opts)
+            .map_err(|e| e.to_string())?;
+        self.touch(now, &call_id);
+        self.sync_call(&call_id);
+        Ok(obj(json!({"result": "ok", "sdp": out})))
+    }
+
+    fn answer(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
+        let call_id = req
+            .required("call-id")
+            .map_err(|e| e.to_string())?
+            .to_owned();
+        let from_tag = req
+            .required("from-tag")
+            .map_err(|e| e.to_string())?
+            .to_owned();
+        let to_tag = req
+            .required("to-tag")
+            .map_err(|e| e.to_string())?
+            .to_owned();
+        let sdp = req.required("sdp").map_err(|e| e.to_string())?.to_owned();
+        let opts = req.answer_options().map_err(|e| e.to_string())?;
+        let out = self
+            .sessions
+            .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
+            .map_err(|e| e.to_string())?;
+        self.touch(now, &call_id);
+        self.sync_call(&call_id);
+        Ok(obj(json!({"result": "ok", "sdp": out})))
+    }
+
+    fn delete(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
+        let call_id = req
+            .required("call-id")
+            .map_err(|e| e.to_string())?
+            .to_owned();
+        let from_tag = req
+            .str("from-tag")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        let to_tag = req
+            .str("to-tag")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        let delay = req
+            .int("delete-delay")
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0);
+        if !self.meta.contains_key(&call_id) {
+            return Err("Unknown call-id".to_owned());
         }
+        let reply = self.query_reply(&call_id);
+        if delay > 0 {
+            let at = now + std::time::Duration::from_secs(delay);
+            self.pending_deletes.push((at, call_id, from_tag, to_tag));
+        } else {
+            self.delete_now(&call_id, from_tag.as_deref(), to_tag.as_deref())?;
+        }
+        Ok(reply)
+    }
+
+    fn delete_now(
+        &mut self,
+        call_id: &str,
+        from_tag: Option<&str>,
+        to_tag: Option<&str>,
+    ) -> Result<(), String> {
+        self.sessions
+            .delete(call_id, from_tag, to_tag)
+            .map_err(|e| e.to_string())?;
+        self.sync_call(call_id);
+        if !self.sessions.call_ids().any(|c| c == call_id) {
+            self.meta.remove(call_id);
+            tracing::info!(%call_id, "call deleted");
+        }
+        Ok(())
+    }
+
+    fn list(&self, req: &Request) -> Map<String, Value> {
+        let limit = req.int("limit").ok().flatten().unwrap_or(32) as usize;
+        let calls: Vec<&str> = self.sessions.call_ids().take(limit).collect();
+        obj(json!({"result": "ok", "calls": calls}))
+    }
+
+    fn query(&self, req: &Request) -> Result<Map<String, Value>, String> {
+        let call_id = req.required("call-id").map_err(|e| e.to_string())?;
+        if !self.meta.contains_key(call_id) {
+            return Err("Unknown call-id".to_owned());
+        }
+        Ok(self.query_reply(call_id))
+    }
+
+    /// rtpengine's query structure: tags -> medias -> streams, plus our ICE role per stream.
+    fn query_reply(&self, call_id: &str) -> Map<String, Value> {
+        let mut tags: Map<String, Value> = Map::new();
+        for st in self.sessions.streams(call_id) {
+            for leg in &st.legs {
+                let tag = leg.tag.clone().unwrap_or_else(|| "-".into());
+                let mut streams = Vec::new();
+                for local in [leg.rtp, leg.rtcp].into_iter().flatten() {
+                    let s = self.stats.get(&local).copied().unwrap_or_default();
+                    let mut stream = json!({
+                        "local port": local.port(),
+                        "local endpoint": {"family": family(local), "address": local.ip().to_string(), "port": local.port()},
+                        "interface": leg.interface,
+                        "ICE": ice_role(leg.ice),
+                        "stats": {"packets": s.packets, "bytes": s.bytes, "errors": 0},
+                        "last packet": s.last.map_or(0, epoch),
+                    });
+                    if let (Some(peer), Value::Object(m)) = (leg.latched, &mut stream) {
+                        m.insert(
+                            "endpoint".into(),
+                            json!({"family": family(peer), "address": peer.ip().to_string(), "port": peer.port()}),
+                        );
+                    }
+                    streams.push(stream);
+                }
+                let entry = tags
+                    .entry(tag.clone())
+                    .or_insert_with(|| json!({"tag": tag, "medias": []}));
+                if let Some(Value::Array(medias)) = entry.get_mut("medias") {
+                    medias
+                        .push(json!({"index": st.index + 1, "type": st.media, "streams": streams}));
+                }
+            }
+        }
+        let (created, last_signal) = self
+            .meta
+            .get(call_id)
+            .map_or((0, 0), |m| (epoch(m.created), epoch(m.last_signal)));
+        obj(json!({"result": "ok", "created": created, "last signal": last_signal, "tags": tags}))
     }
 
     fn statistics(&self) -> Map<String, Value> {
@@ -96,15 +302,186 @@ impl Engine {
             };
         obj(json!({
             "result": "ok",
-            "statistics": {"currentstatistics": {"sessionsown": 0, "sessionstotal": 0}, "fastpath": fast_path},
+            "statistics": {
+                "currentstatistics": {"sessionsown": self.meta.len(), "sessionstotal": self.sessions_total},
+                "userspace forwarded packets": self.userspace_forwarded,
+                "fastpath": fast_path,
+            },
         }))
     }
 
-    pub fn handle_inbound(&mut self, _now: Instant, inbound: Inbound) {
-        tracing::trace!(local = %inbound.local, source = %inbound.source, len = inbound.data.len(), "datagram on relay port");
+    fn touch(&mut self, now: Instant, call_id: &str) {
+        let wall = SystemTime::now();
+        let m = self.meta.entry(call_id.to_owned()).or_insert_with(|| {
+            self.sessions_total += 1;
+            CallMeta {
+                created: wall,
+                created_at: now,
+                last_signal: wall,
+                last_activity: now,
+            }
+        });
+        m.last_signal = wall;
+        m.last_activity = now;
     }
 
-    pub fn handle_tick(&mut self, _now: Instant) {}
+    /// Brings sockets and forwarding entries of one call in line with the session model.
+    fn sync_call(&mut self, call_id: &str) {
+        let locals: BTreeSet<SocketAddr> = self
+            .sessions
+            .streams(call_id)
+            .iter()
+            .flat_map(|s| s.legs.iter().flat_map(|l| [l.rtp, l.rtcp]))
+            .flatten()
+            .collect();
+        let old_locals = self.bound.remove(call_id).unwrap_or_default();
+        for gone in old_locals.difference(&locals) {
+            self.ports.unbind(gone);
+            self.call_of.remove(gone);
+            self.stats.remove(gone);
+        }
+        for local in &locals {
+            if let Err(e) = self.ports.bind(*local) {
+                // The session model owns the port; a bind failure means something else holds it.
+                tracing::warn!(%call_id, %local, error = %e, "cannot bind relay port");
+            }
+            self.call_of.insert(*local, call_id.to_owned());
+        }
+        if !locals.is_empty() {
+            self.bound.insert(call_id.to_owned(), locals);
+        }
+        let new = self.sessions.call_entries(call_id);
+        self.apply(call_id, new);
+    }
+
+    fn apply(&mut self, call_id: &str, new: Vec<ForwardingEntry>) {
+        let old = self.call_entries.remove(call_id).unwrap_or_default();
+        let changes = diff(&old, &new);
+        for local in &changes.removals {
+            self.entries.remove(local);
+        }
+        for e in changes.inserts.iter().chain(&changes.updates) {
+            self.entries.insert(e.local, *e);
+        }
+        if !changes.is_empty() {
+            tracing::info!(
+                %call_id,
+                inserts = changes.inserts.len(),
+                updates = changes.updates.len(),
+                removals = changes.removals.len(),
+                "forwarding entries changed"
+            );
+        }
+        if !new.is_empty() {
+            self.call_entries.insert(call_id.to_owned(), new);
+        }
+    }
+
+    /// A datagram the fast path passed up: STUN, DTLS, or media of a stream with no entry yet.
+    pub fn handle_inbound(&mut self, now: Instant, inbound: Inbound) {
+        let Inbound {
+            local,
+            source,
+            data,
+        } = inbound;
+        let Some(&first) = data.first() else { return };
+        match first {
+            0..=3 => {
+                tracing::debug!(%local, %source, "STUN on a relay port (no ICE agent on this leg)")
+            }
+            20..=63 => {
+                tracing::debug!(%local, %source, "DTLS on a relay port: not supported, dropped")
+            }
+            128..=191 => self.media(now, local, source, &data),
+            _ => {
+                tracing::debug!(%local, %source, first, "unknown payload on a relay port, dropped")
+            }
+        }
+    }
+
+    fn media(&mut self, now: Instant, local: SocketAddr, source: SocketAddr, data: &[u8]) {
+        let verdict = |e: Option<&ForwardingEntry>| match e {
+            Some(e) if e.expected_source.is_none_or(|s| s == source) => Some(true),
+            Some(e) if e.mismatch == MismatchPolicy::Forward => Some(true),
+            Some(e) if e.mismatch == MismatchPolicy::Drop => Some(false),
+            _ => None,
+        };
+        let mut ok = verdict(self.entries.get(&local));
+        if ok.is_none() {
+            // No entry, or the policy hands mismatches to us: let the session decide (latching).
+            let Some(call_id) = self.call_of.get(&local).cloned() else {
+                return;
+            };
+            match self.sessions.latch(local, source) {
+                Ok(outcome) if outcome.accepted => {
+                    tracing::info!(%call_id, %local, %source, "latched");
+                    self.apply(&call_id, outcome.entries);
+                    ok = verdict(self.entries.get(&local));
+                }
+                Ok(_) => {
+                    tracing::debug!(%call_id, %local, %source, "source refused by latching policy")
+                }
+                Err(e) => tracing::debug!(%call_id, %local, %source, error = %e, "latch"),
+            }
+        }
+        let Some(e) = self
+            .entries
+            .get(&local)
+            .copied()
+            .filter(|_| ok == Some(true))
+        else {
+            return;
+        };
+        let rewrite = match e.rtcp_rewrite {
+            Some(r) if is_rtcp(data) => r,
+            _ => e.rewrite,
+        };
+        if self.ports.send(&rewrite.from, rewrite.to, data) {
+            self.userspace_forwarded += 1;
+        }
+        let s = self.stats.entry(local).or_default();
+        s.packets += 1;
+        s.bytes += data.len() as u64;
+        s.last = Some(SystemTime::now());
+        if let Some(call_id) = self.call_of.get(&local)
+            && let Some(m) = self.meta.get_mut(call_id)
+        {
+            m.last_activity = now;
+        }
+    }
+
+    pub fn handle_tick(&mut self, now: Instant) {
+        let due: Vec<_> = self
+            .pending_deletes
+            .iter()
+            .filter(|(at, ..)| *at <= now)
+            .cloned()
+            .collect();
+        self.pending_deletes.retain(|(at, ..)| *at > now);
+        for (_, call_id, from, to) in due {
+            if let Err(e) = self.delete_now(&call_id, from.as_deref(), to.as_deref()) {
+                tracing::debug!(%call_id, error = %e, "delayed delete");
+            }
+        }
+        let expired: Vec<String> = self
+            .meta
+            .iter()
+            .filter(|(_, m)| {
+                let idle = now.duration_since(m.last_activity) > self.cfg.media_timeout;
+                let final_ = !self.cfg.final_timeout.is_zero()
+                    && now.duration_since(m.created_at) > self.cfg.final_timeout;
+                idle || final_
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        for call_id in expired {
+            tracing::info!(%call_id, "call timed out");
+            if let Err(e) = self.delete_now(&call_id, None, None) {
+                tracing::warn!(%call_id, error = %e, "deleting timed-out call");
+                self.meta.remove(&call_id);
+            }
+        }
+    }
 
     pub fn metrics(&self) -> Snapshot {
         let fast_path = self
@@ -118,19 +495,50 @@ impl Engine {
             })
             .unwrap_or_default();
         Snapshot {
+            sessions: self.meta.len() as u64,
+            streams: self
+                .sessions
+                .call_ids()
+                .map(|c| self.sessions.streams(c).len() as u64)
+                .sum(),
             fast_path,
             ng_requests: self
                 .ng_counts
                 .iter()
                 .map(|((c, r), n)| (c.clone(), r.clone(), *n))
                 .collect(),
-            ..Snapshot::default()
+            ice_checks: Vec::new(),
+            userspace_forwarded: self.userspace_forwarded,
         }
     }
 
     pub fn shutdown(&mut self) {
-        tracing::info!("daemon stopping; the fast path keeps running on its pinned maps");
+        tracing::info!(
+            calls = self.meta.len(),
+            "daemon stopping; the fast path keeps running on its pinned maps"
+        );
     }
+}
+
+/// RFC 5761 s.4: on a muxed port, RTCP has payload types 192-223 in the second byte.
+fn is_rtcp(data: &[u8]) -> bool {
+    data.get(1).is_some_and(|pt| (192..=223).contains(pt))
+}
+
+fn ice_role(r: IceRole) -> &'static str {
+    match r {
+        IceRole::None => "none",
+        IceRole::Terminated => "terminated",
+        IceRole::Optional => "optional",
+    }
+}
+
+fn family(a: SocketAddr) -> &'static str {
+    if a.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+fn epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn obj(v: Value) -> Map<String, Value> {

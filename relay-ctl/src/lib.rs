@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod metrics;
+pub mod ngmap;
 pub mod persist;
 pub mod ports;
 pub mod state_file;

@@ -185,7 +185,7 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         .enable_all()
         .build()?;
     let result = rt.block_on(daemon::run(cfg.clone(), move |ports| {
-        Ok(Engine::new(cfg, relay, ports))
+        Engine::new(cfg, relay, ports)
     }));
     if args.detach {
         persist::detach_all(&pin_dir).context("detaching")?;

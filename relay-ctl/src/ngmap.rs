@@ -1,0 +1,264 @@
+//! rtpengine NG dictionary keys -> relay-core offer/answer options. rtpengine accepts keys with
+//! dashes, spaces or underscores and lists or single strings for list-valued keys; so do we.
+
+use std::net::IpAddr;
+
+use relay_core::session::{
+    AddressFamily, AnswerOptions, Flags, IceOption, OfferOptions, Replace, RtcpMuxOption,
+};
+use serde_json::{Map, Value};
+
+/// A request dictionary with normalised keys (lower case, `-` for space and `_`).
+pub struct Request {
+    dict: Map<String, Value>,
+    /// Options we do not know, reported once per name by the caller.
+    pub unknown: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OptionError {
+    #[error("No {0} in message")]
+    Missing(&'static str),
+    #[error("Invalid value for '{key}': {value}")]
+    Invalid { key: &'static str, value: String },
+}
+
+pub fn normalise(key: &str) -> String {
+    key.to_ascii_lowercase().replace([' ', '_'], "-")
+}
+
+impl Request {
+    pub fn new(raw: &Map<String, Value>) -> Request {
+        Request {
+            dict: raw.iter().map(|(k, v)| (normalise(k), v.clone())).collect(),
+            unknown: Vec::new(),
+        }
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.dict.get(key).and_then(Value::as_str)
+    }
+
+    pub fn required(&self, key: &'static str) -> Result<&str, OptionError> {
+        self.str(key)
+            .filter(|s| !s.is_empty())
+            .ok_or(OptionError::Missing(key))
+    }
+
+    /// A list-valued key given as a list of strings or as one string.
+    pub fn list(&self, key: &str) -> Vec<String> {
+        match self.dict.get(key) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// An integer given as a number or a decimal string (both occur in the wild).
+    pub fn int(&self, key: &'static str) -> Result<Option<u64>, OptionError> {
+        match self.dict.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| OptionError::Invalid {
+                key,
+                value: n.to_string(),
+            }),
+            Some(Value::String(s)) => {
+                s.trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| OptionError::Invalid {
+                        key,
+                        value: s.clone(),
+                    })
+            }
+            Some(v) => Err(OptionError::Invalid {
+                key,
+                value: v.to_string(),
+            }),
+        }
+    }
+
+    fn flags(&mut self) -> Flags {
+        let mut f = Flags::default();
+        for flag in self.list("flags") {
+            match normalise(&flag).as_str() {
+                "trust-address" => f.trust_address = true,
+                "symmetric" => f.symmetric = true,
+                "asymmetric" => f.asymmetric = true,
+                "strict-source" => f.strict_source = true,
+                "media-handover" => f.media_handover = true,
+                "port-latching" => f.port_latching = true,
+                other => self.unknown.push(format!("flag {other}")),
+            }
+        }
+        f
+    }
+
+    fn replace(&mut self) -> Replace {
+        let mut r = Replace::default();
+        for item in self.list("replace") {
+            match normalise(&item).as_str() {
+                "origin" => r.origin = true,
+                "session-connection" => r.session_connection = true,
+                other => self.unknown.push(format!("replace {other}")),
+            }
+        }
+        r
+    }
+
+    fn received_from(&self) -> Result<Option<IpAddr>, OptionError> {
+        let l = self.list("received-from");
+        match l.as_slice() {
+            [] => Ok(None),
+            [_, addr] | [addr] => addr.parse().map(Some).map_err(|_| OptionError::Invalid {
+                key: "received from",
+                value: addr.clone(),
+            }),
+            _ => Err(OptionError::Invalid {
+                key: "received from",
+                value: l.join(" "),
+            }),
+        }
+    }
+
+    pub fn offer_options(&mut self) -> Result<OfferOptions, OptionError> {
+        let ice = match self.str("ice").map(normalise).as_deref() {
+            None | Some("default") => IceOption::Default,
+            Some("remove") => IceOption::Remove,
+            Some("force") => IceOption::Force,
+            Some("optional") => IceOption::Optional,
+            Some("force-relay") => IceOption::ForceRelay,
+            Some(v) => {
+                return Err(OptionError::Invalid {
+                    key: "ICE",
+                    value: v.to_owned(),
+                });
+            }
+        };
+        // Several rtcp-mux items may be given; the last one we know wins.
+        let mut rtcp_mux = RtcpMuxOption::None;
+        for item in self.list("rtcp-mux") {
+            rtcp_mux = match normalise(&item).as_str() {
+                "offer" => RtcpMuxOption::Offer,
+                "demux" => RtcpMuxOption::Demux,
+                "accept" => RtcpMuxOption::Accept,
+                "reject" => RtcpMuxOption::Reject,
+                "require" => RtcpMuxOption::Require,
+                other => {
+                    self.unknown.push(format!("rtcp-mux {other}"));
+                    rtcp_mux
+                }
+            };
+        }
+        let direction = match self.list("direction").as_slice() {
+            [] => None,
+            [a, b] => Some((a.clone(), b.clone())),
+            other => {
+                return Err(OptionError::Invalid {
+                    key: "direction",
+                    value: other.join(" "),
+                });
+            }
+        };
+        let address_family = match self.str("address-family") {
+            None => None,
+            Some("IP4") => Some(AddressFamily::Ip4),
+            Some("IP6") => Some(AddressFamily::Ip6),
+            Some(v) => {
+                return Err(OptionError::Invalid {
+                    key: "address family",
+                    value: v.to_owned(),
+                });
+            }
+        };
+        Ok(OfferOptions {
+            ice,
+            rtcp_mux,
+            flags: self.flags(),
+            replace: self.replace(),
+            direction,
+            address_family,
+            received_from: self.received_from()?,
+            source_mismatch: None,
+        })
+    }
+
+    pub fn answer_options(&mut self) -> Result<AnswerOptions, OptionError> {
+        Ok(AnswerOptions {
+            flags: self.flags(),
+            replace: self.replace(),
+            received_from: self.received_from()?,
+            source_mismatch: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn req(v: Value) -> Request {
+        Request::new(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn offer_options_from_rtpengine_keys() {
+        let mut r = req(json!({
+            "call-id": "c", "ICE": "force", "rtcp-mux": ["demux"], "flags": ["trust-address", "symmetric", "loop-protect"],
+            "replace": ["origin", "session connection"], "direction": ["int", "ext"],
+            "address family": "IP6", "received from": ["IP4", "192.0.2.9"],
+        }));
+        let o = r.offer_options().unwrap();
+        assert_eq!(o.ice, IceOption::Force);
+        assert_eq!(o.rtcp_mux, RtcpMuxOption::Demux);
+        assert!(o.flags.trust_address && o.flags.symmetric && !o.flags.strict_source);
+        assert!(o.replace.origin && o.replace.session_connection);
+        assert_eq!(o.direction, Some(("int".into(), "ext".into())));
+        assert_eq!(o.address_family, Some(AddressFamily::Ip6));
+        assert_eq!(o.received_from, Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(r.unknown, vec!["flag loop-protect".to_owned()]);
+        assert_eq!(r.required("call-id"), Ok("c"));
+        assert_eq!(
+            r.required("from-tag"),
+            Err(OptionError::Missing("from-tag"))
+        );
+    }
+
+    #[test]
+    fn single_strings_and_underscored_keys_are_accepted() {
+        let mut r =
+            req(json!({"rtcp_mux": "require", "flags": "strict-source", "delete delay": "30"}));
+        let o = r.offer_options().unwrap();
+        assert_eq!(o.rtcp_mux, RtcpMuxOption::Require);
+        assert!(o.flags.strict_source);
+        assert_eq!(r.int("delete-delay"), Ok(Some(30)));
+    }
+
+    #[test]
+    fn bad_values_are_errors_not_defaults() {
+        for bad in [
+            json!({"ICE": "sometimes"}),
+            json!({"direction": ["only-one"]}),
+            json!({"address family": "IPX"}),
+            json!({"received from": ["IP4", "not-an-ip"]}),
+        ] {
+            assert!(req(bad.clone()).offer_options().is_err(), "{bad} accepted");
+        }
+        assert!(
+            req(json!({"delete delay": "soon"}))
+                .int("delete-delay")
+                .is_err()
+        );
+        assert!(
+            req(json!({"delete delay": -3}))
+                .int("delete-delay")
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! A plain RTP call through the relay daemon, driven over NG as a SIP proxy would: offer from the
+//! caller, answer from the callee, media both ways received intact by ordinary sockets, the
+//! attacker refused under restricted latching, query counters, and delete stopping forwarding.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use relay_tests::{
+    daemon::{Daemon, ng_call},
+    netns::{Bpffs, Netns},
+    topology::{RELAY_SERVICE, Topology},
+};
+use serde_json::json;
+
+fn sdp(ip: &str, port: u16) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=sendrecv\r\n"
+    )
+}
+
+/// The port of the first m= line and the c= address of an SDP.
+fn media_addr(sdp: &str) -> SocketAddr {
+    let ip = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .expect("c= line")
+        .trim();
+    let port = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .expect("m= line");
+    format!("{ip}:{port}").parse().unwrap()
+}
+
+fn bind(ns: &Netns, addr: &str) -> UdpSocket {
+    let addr = addr.to_owned();
+    ns.run(move || {
+        let s = UdpSocket::bind(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    })
+    .unwrap()
+}
+
+fn recv(s: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = [0u8; 2048];
+    s.recv_from(&mut buf)
+        .ok()
+        .map(|(n, a)| (buf[..n].to_vec(), a))
+}
+
+#[test]
+fn plain_call_latches_forwards_and_deletes() {
+    if !relay_tests::privileged("plain_call_latches_forwards_and_deletes") {
+        return;
+    }
+    let t = Topology::new().unwrap();
+    let bpffs = Bpffs::new(&t.prefix).unwrap();
+    let pin_dir = bpffs.path().join("relay");
+    let [d1, d2, d3] = t.relay_devices();
+    let listen = format!("--listen=pub/{RELAY_SERVICE}");
+    let _d = Daemon::start(
+        &t.relay,
+        &pin_dir,
+        &[
+            &listen,
+            "-i",
+            d1,
+            "-i",
+            d2,
+            "-i",
+            d3,
+            "--port-min",
+            "30000",
+            "--port-max",
+            "30100",
+            "--detach",
+        ],
+    )
+    .unwrap();
+
+    let caller = bind(&t.caller.ns, "10.1.1.2:4000");
+    let callee = bind(&t.callee.ns, "10.1.2.2:5000");
+    let attacker = bind(&t.attacker.ns, "10.1.3.2:4000");
+
+    // Caller's signalled address is its real one: restricted latching.
+    let offer = ng_call(
+        &t.relay,
+        json!({"command": "offer", "call-id": "call-1", "from-tag": "tagA", "sdp": sdp("10.1.1.2", 4000),
+               "received from": ["IP4", "10.1.1.2"], "flags": ["strict-source"]}),
+    )
+    .unwrap();
+    let to_callee = offer["sdp"].as_str().unwrap().to_owned();
+    let relay_b = media_addr(&to_callee);
+    assert_eq!(relay_b.ip().to_string(), RELAY_SERVICE);
+    assert!(to_callee.contains(
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+    ));
+
+    let answer = ng_call(
+        &t.relay,
+        json!({"command": "answer", "call-id": "call-1", "from-tag": "tagA", "to-tag": "tagB",
+               "sdp": sdp("10.1.2.2", 5000), "received from": ["IP4", "10.1.2.2"], "flags": ["strict-source"]}),
+    )
+    .unwrap();
+    let relay_a = media_addr(answer["sdp"].as_str().unwrap());
+    assert_eq!(relay_a.ip().to_string(), RELAY_SERVICE);
+    assert_ne!(relay_a.port(), relay_b.port());
+
+    // Media both ways, payload intact, arriving from the relay's other-leg port.
+    for i in 0..20u16 {
+        let rtp = relay_tests::frames::rtp_payload(i);
+        caller.send_to(&rtp, relay_a).unwrap();
+        let (got, from) = recv(&callee).expect("callee receives caller's RTP");
+        assert_eq!((got, from), (rtp.clone(), relay_b));
+        callee.send_to(&rtp, relay_b).unwrap();
+        let (got, from) = recv(&caller).expect("caller receives callee's RTP");
+        assert_eq!((got, from), (rtp, relay_a));
+    }
+
+    // The attacker sends to the caller's relay port: refused, nothing reaches the callee.
+    for i in 0..10u16 {
+        attacker
+            .send_to(&relay_tests::frames::rtp_payload(1000 + i), relay_a)
+            .unwrap();
+    }
+    assert!(
+        recv(&callee).is_none(),
+        "attacker's RTP must not reach the callee"
+    );
+    // The real caller still gets through afterwards.
+    caller
+        .send_to(&relay_tests::frames::rtp_payload(77), relay_a)
+        .unwrap();
+    assert_eq!(
+        recv(&callee).unwrap().0,
+        relay_tests::frames::rtp_payload(77)
+    );
+
+    let q = ng_call(&t.relay, json!({"command": "query", "call-id": "call-1"})).unwrap();
+    let leg_a = &q["tags"]["tagA"]["medias"][0]["streams"][0];
+    assert_eq!(leg_a["local port"], relay_a.port());
+    assert_eq!(leg_a["endpoint"]["address"], "10.1.1.2");
+    assert_eq!(leg_a["stats"]["packets"], 21, "{q:#?}");
+    let list = ng_call(&t.relay, json!({"command": "list"})).unwrap();
+    assert_eq!(list["calls"], json!(["call-1"]));
+
+    ng_call(&t.relay, json!({"command": "delete", "call-id": "call-1"})).unwrap();
+    caller
+        .send_to(&relay_tests::frames::rtp_payload(99), relay_a)
+        .unwrap();
+    assert!(recv(&callee).is_none(), "no forwarding after delete");
+    let e = ng_call(&t.relay, json!({"command": "query", "call-id": "call-1"})).unwrap_err();
+    assert!(e.to_string().contains("Unknown call-id"), "{e}");
+    assert_eq!(
+        ng_call(&t.relay, json!({"command": "list"})).unwrap()["calls"],
+        json!([])
+    );
+}
