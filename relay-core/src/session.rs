@@ -967,8 +967,9 @@ impl Sessions {
             let keep_s = !moved || opts.flags.port_latching;
             self.ensure(&mut call.sides[s].streams[i], bs, single_s, keep_s, txn)?;
             self.ensure(&mut call.sides[o].streams[i], bo, single_o, true, txn)?;
+            // A re-offer keeps what the last answer settled until the next answer says otherwise.
             let ls = &mut call.sides[s].streams[i];
-            ls.mux = single_s;
+            ls.mux = single_s || (ls.mux && m.rtcp_mux);
             ls.mux_offered = m.rtcp_mux;
             let lo = &mut call.sides[o].streams[i];
             lo.mux_offered = match opts.rtcp_mux {
@@ -976,7 +977,7 @@ impl Sessions {
                 RtcpMuxOption::Demux | RtcpMuxOption::Reject => false,
                 RtcpMuxOption::None | RtcpMuxOption::Accept => m.rtcp_mux,
             };
-            lo.mux = single_o;
+            lo.mux = single_o || (lo.mux && lo.mux_offered);
         }
         Ok(())
     }

@@ -654,3 +654,29 @@ fn lf_endings_and_unterminated_body_are_kept() {
         "v=0\no=a 1 1 IN IP6 2001:db8::10\ns=-\nc=IN IP6 2001:db8::1\nt=0 0\na=ice-lite\na=ice-ufrag:ufrag001\na=ice-pwd:password001password001\nm=audio 30002 RTP/AVP 0\na=x-last\na=candidate:1857717640 1 UDP 2130706431 2001:db8::1 30002 typ host\na=candidate:1857717640 2 UDP 2130706430 2001:db8::1 30003 typ host"
     );
 }
+
+#[test]
+fn reoffer_keeps_negotiated_rtcp_mux() {
+    let mut s = sessions();
+    let mux = offer_sdp("198.51.100.10", 4000) + "a=rtcp-mux\r\n";
+    s.offer("c", "A", &mux, &OfferOptions::default()).unwrap();
+    let ans = answer_sdp("198.51.100.20", 5000) + "a=rtcp-mux\r\n";
+    s.answer("c", "A", "B", &ans, &AnswerOptions::default())
+        .unwrap();
+    let legs = |s: &relay_core::session::Sessions| {
+        let st = &s.streams("c")[0];
+        (st.legs[0].rtcp_mux, st.legs[1].rtcp_mux)
+    };
+    assert_eq!(legs(&s), (true, true));
+    s.offer("c", "A", &mux, &OfferOptions::default()).unwrap();
+    assert_eq!(legs(&s), (true, true));
+    // Offerer drops rtcp-mux: its leg stops muxing at once.
+    s.offer(
+        "c",
+        "A",
+        &offer_sdp("198.51.100.10", 4000),
+        &OfferOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(legs(&s), (false, false));
+}
