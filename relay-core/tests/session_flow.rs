@@ -680,3 +680,35 @@ fn reoffer_keeps_negotiated_rtcp_mux() {
     .unwrap();
     assert_eq!(legs(&s), (false, false));
 }
+
+#[test]
+fn rtcp_attribute_sets_the_rtcp_destination() {
+    let mut s = sessions();
+    let a = offer_sdp("198.51.100.10", 4000) + "a=rtcp:4009 IN IP4 198.51.100.99\r\n";
+    s.offer("c", "A", &a, &OfferOptions::default()).unwrap();
+    s.answer(
+        "c",
+        "A",
+        "B",
+        &answer_sdp("198.51.100.20", 5000),
+        &AnswerOptions::default(),
+    )
+    .unwrap();
+    // B's RTCP arrives on the B-facing RTCP port and goes to A's RFC 3605 address.
+    let r = s
+        .latch(sa("192.0.2.1:30003"), sa("198.51.100.20:5001"))
+        .unwrap();
+    assert!(r.accepted);
+    let e = r
+        .entries
+        .iter()
+        .find(|e| e.local == sa("192.0.2.1:30003"))
+        .unwrap();
+    assert_eq!(
+        e.rewrite,
+        Rewrite {
+            from: sa("192.0.2.1:30001"),
+            to: sa("198.51.100.99:4009")
+        }
+    );
+}
