@@ -4,6 +4,13 @@
 //! A call has two sides. Side 0 faces the first offerer (A), side 1 faces the answerer (B). Each
 //! side owns the relay endpoints and ICE credentials of its leg and keeps one monologue per remote
 //! tag: side 1 keeps one per to-tag when the offer forks, the latest answer being the active one.
+//!
+//! The daemon's loop: after `offer`/`answer`/`delete`, diff [`Sessions::call_entries`] against
+//! what it installed ([`crate::latch::diff`]). A packet on a relay port with no entry goes to
+//! [`Sessions::latch`]; on ICE legs ([`Sessions::ice_legs`]) the agent's nominated pair goes to
+//! [`Sessions::ice_nominated`] instead. Latching defaults: restricted legs drop mismatched
+//! sources, symmetric legs forward them (rtpengine's behaviour), `strict_source` drops,
+//! `media_handover` hands them to userspace to re-latch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
