@@ -4,6 +4,13 @@
 //! A call has two sides. Side 0 faces the first offerer (A), side 1 faces the answerer (B). Each
 //! side owns the relay endpoints and ICE credentials of its leg and keeps one monologue per remote
 //! tag: side 1 keeps one per to-tag when the offer forks, the latest answer being the active one.
+//!
+//! The daemon's loop: after `offer`/`answer`/`delete`, diff [`Sessions::call_entries`] against
+//! what it installed ([`crate::latch::diff`]). A packet on a relay port with no entry goes to
+//! [`Sessions::latch`]; on ICE legs ([`Sessions::ice_legs`]) the agent's nominated pair goes to
+//! [`Sessions::ice_nominated`] instead. Latching defaults: restricted legs drop mismatched
+//! sources, symmetric legs forward them (rtpengine's behaviour), `strict_source` drops,
+//! `media_handover` hands them to userspace to re-latch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -662,10 +669,12 @@ impl Sessions {
         Ok(LatchOutcome { accepted, entries })
     }
 
-    /// The ICE-lite agent on `local` nominated a validated pair with `remote`.
+    /// The ICE-lite agent of leg `tag` (see [`IceLeg::tag`]) on `local` nominated a validated
+    /// pair with `remote`. A fork that is not the active leg records it for when it becomes so.
     pub fn ice_nominated(
         &mut self,
         local: SocketAddr,
+        tag: &str,
         remote: SocketAddr,
     ) -> Result<Vec<ForwardingEntry>, SessionError> {
         let (call_id, s, i, comp) = self.find(local)?;
@@ -677,9 +686,15 @@ impl Sessions {
         if side.streams[i].ice == IceRole::None {
             return Err(SessionError::NotIce(local));
         }
-        let tag = side.active.clone().ok_or(SessionError::NotIce(local))?;
-        if let Some(m) = side.remotes.get_mut(&tag) {
-            m.streams[i].nominated[comp as usize] = Some(remote);
+        let m = side
+            .remotes
+            .get_mut(tag)
+            .ok_or_else(|| SessionError::UnknownTag {
+                call_id: call_id.clone(),
+                tag: tag.to_owned(),
+            })?;
+        if let Some(r) = m.streams.get_mut(i) {
+            r.nominated[comp as usize] = Some(remote);
         }
         Ok(self.call_entries(&call_id))
     }
@@ -777,37 +792,37 @@ impl Sessions {
         let mut out = Vec::new();
         for (s, o) in [(0, 1), (1, 0)] {
             let side = &call.sides[s];
-            let Some(tag) = side.active.clone() else {
-                continue;
-            };
-            let mono = side.active();
             let bind = self.interfaces[side.iface].bind;
-            for (i, st) in side.streams.iter().enumerate() {
-                let local = match st.ice {
-                    IceRole::None => continue,
-                    IceRole::Terminated => side.creds.clone(),
-                    IceRole::Optional => call.sides[o]
-                        .active()
-                        .and_then(|m| m.streams.get(i))
-                        .and_then(|r| r.desc.creds.clone()),
-                };
-                let (Some(local), Some(rtp)) = (local, st.rtp) else {
-                    continue;
-                };
-                let rdesc = mono.and_then(|m| m.streams.get(i)).map(|r| &r.desc);
-                let mut eps = vec![SocketAddr::new(bind, rtp)];
-                if let (false, Some(p)) = (st.mux, st.rtcp) {
-                    eps.push(SocketAddr::new(bind, p));
+            // Every fork is its own leg (RFC 7584 s.4.4): same relay endpoint and local
+            // credentials, its own remote credentials and candidates.
+            for (tag, mono) in &side.remotes {
+                for (i, st) in side.streams.iter().enumerate() {
+                    let local = match st.ice {
+                        IceRole::None => continue,
+                        IceRole::Terminated => side.creds.clone(),
+                        IceRole::Optional => call.sides[o]
+                            .active()
+                            .and_then(|m| m.streams.get(i))
+                            .and_then(|r| r.desc.creds.clone()),
+                    };
+                    let (Some(local), Some(rtp), Some(r)) = (local, st.rtp, mono.streams.get(i))
+                    else {
+                        continue;
+                    };
+                    let mut eps = vec![SocketAddr::new(bind, rtp)];
+                    if let (false, Some(p)) = (st.mux, st.rtcp) {
+                        eps.push(SocketAddr::new(bind, p));
+                    }
+                    out.push(IceLeg {
+                        stream: st.id,
+                        tag: tag.clone(),
+                        role: st.ice,
+                        local_endpoints: eps,
+                        local,
+                        remote: r.desc.creds.clone(),
+                        remote_candidates: r.desc.candidates.clone(),
+                    });
                 }
-                out.push(IceLeg {
-                    stream: st.id,
-                    tag: tag.clone(),
-                    role: st.ice,
-                    local_endpoints: eps,
-                    local,
-                    remote: rdesc.and_then(|d| d.creds.clone()),
-                    remote_candidates: rdesc.map(|d| d.candidates.clone()).unwrap_or_default(),
-                });
             }
         }
         out
@@ -959,8 +974,9 @@ impl Sessions {
             let keep_s = !moved || opts.flags.port_latching;
             self.ensure(&mut call.sides[s].streams[i], bs, single_s, keep_s, txn)?;
             self.ensure(&mut call.sides[o].streams[i], bo, single_o, true, txn)?;
+            // A re-offer keeps what the last answer settled until the next answer says otherwise.
             let ls = &mut call.sides[s].streams[i];
-            ls.mux = single_s;
+            ls.mux = single_s || (ls.mux && m.rtcp_mux);
             ls.mux_offered = m.rtcp_mux;
             let lo = &mut call.sides[o].streams[i];
             lo.mux_offered = match opts.rtcp_mux {
@@ -968,7 +984,7 @@ impl Sessions {
                 RtcpMuxOption::Demux | RtcpMuxOption::Reject => false,
                 RtcpMuxOption::None | RtcpMuxOption::Accept => m.rtcp_mux,
             };
-            lo.mux = single_o;
+            lo.mux = single_o || (lo.mux && lo.mux_offered);
         }
         Ok(())
     }
@@ -1308,4 +1324,41 @@ pub fn foundation(typ: &str, base: IpAddr) -> String {
         h = h.wrapping_mul(0x0100_0193);
     }
     h.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_priority_and_foundation_per_rfc8445() {
+        // host, local preference 65535, component 1: 126 * 2^24 + 65535 * 2^8 + 255.
+        assert_eq!(priority(126, 65535, 1), 2_130_706_431);
+        assert_eq!(priority(126, 65535, 2), 2_130_706_430);
+        assert_eq!(priority(0, 0, 1), 255);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(foundation("host", ip), foundation("host", ip));
+        assert_ne!(foundation("host", ip), foundation("relay", ip));
+        assert_ne!(
+            foundation("host", ip),
+            foundation("host", "192.0.2.2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn interface_specs() {
+        let i: LogicalInterface = "pub/192.0.2.1!203.0.113.1".parse().unwrap();
+        assert_eq!(
+            (
+                i.name.as_str(),
+                i.bind.to_string(),
+                i.advertised.to_string()
+            ),
+            ("pub", "192.0.2.1".into(), "203.0.113.1".into())
+        );
+        let i: LogicalInterface = "2001:db8::1".parse().unwrap();
+        assert_eq!((i.name.as_str(), i.advertised), ("default", i.bind));
+        assert!("x/1.2.3.4!::1".parse::<LogicalInterface>().is_err());
+        assert!("x/nope".parse::<LogicalInterface>().is_err());
+    }
 }

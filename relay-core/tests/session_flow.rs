@@ -504,7 +504,7 @@ fn ice_nomination_makes_the_entry() {
             .accepted
     );
     let e = s
-        .ice_nominated(sa("192.0.2.1:30000"), sa("198.51.100.10:4000"))
+        .ice_nominated(sa("192.0.2.1:30000"), "A", sa("198.51.100.10:4000"))
         .unwrap();
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].mismatch, MismatchPolicy::Drop);
@@ -519,7 +519,196 @@ fn ice_nomination_makes_the_entry() {
         })
     );
     assert_eq!(
-        s.ice_nominated(sa("192.0.2.1:30002"), sa("1.1.1.1:1")),
+        s.ice_nominated(sa("192.0.2.1:30002"), "B", sa("1.1.1.1:1")),
         Err(SessionError::NotIce(sa("192.0.2.1:30002")))
+    );
+}
+
+#[test]
+fn forked_ice_answers_are_separate_ice_legs() {
+    let mut s = sessions();
+    let ice = |ip: &str, u: &str| {
+        crlf(&[
+            "v=0",
+            &format!("o=x 1 1 IN IP4 {ip}"),
+            "s=-",
+            &format!("c=IN IP4 {ip}"),
+            "t=0 0",
+            "m=audio 4000 RTP/AVP 0",
+            &format!("a=ice-ufrag:{u}"),
+            &format!("a=ice-pwd:{u}{u}{u}{u}{u}{u}"),
+            "a=rtcp-mux",
+        ])
+    };
+    s.offer(
+        "c",
+        "A",
+        &ice("198.51.100.10", "aaaa"),
+        &OfferOptions::default(),
+    )
+    .unwrap();
+    s.answer(
+        "c",
+        "A",
+        "B1",
+        &ice("198.51.100.21", "b1b1"),
+        &AnswerOptions::default(),
+    )
+    .unwrap();
+    s.answer(
+        "c",
+        "A",
+        "B2",
+        &ice("198.51.100.22", "b2b2"),
+        &AnswerOptions::default(),
+    )
+    .unwrap();
+    let legs = s.ice_legs("c");
+    let summary: Vec<_> = legs
+        .iter()
+        .map(|l| {
+            (
+                l.tag.as_str(),
+                l.local.ufrag.as_str(),
+                l.remote.as_ref().map(|r| r.ufrag.as_str()),
+                l.local_endpoints.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("A", "ufrag001", Some("aaaa"), vec![sa("192.0.2.1:30000")]),
+            ("B1", "ufrag002", Some("b1b1"), vec![sa("192.0.2.1:30002")]),
+            ("B2", "ufrag002", Some("b2b2"), vec![sa("192.0.2.1:30002")]),
+        ]
+    );
+    // Nomination by the non-active fork is kept but does not steer media; the active one does.
+    s.ice_nominated(sa("192.0.2.1:30000"), "A", sa("198.51.100.10:4000"))
+        .unwrap();
+    let e = s
+        .ice_nominated(sa("192.0.2.1:30002"), "B1", sa("198.51.100.21:4000"))
+        .unwrap();
+    assert_eq!(e, vec![]);
+    let e = s
+        .ice_nominated(sa("192.0.2.1:30002"), "B2", sa("198.51.100.22:4000"))
+        .unwrap();
+    assert_eq!(e.len(), 2);
+    assert_eq!(e[0].rewrite.to, sa("198.51.100.22:4000"));
+    assert_eq!(e[1].rewrite.to, sa("198.51.100.10:4000"));
+}
+
+#[test]
+fn reoffer_from_the_answerer_goes_to_the_offerer() {
+    let mut s = setup();
+    let out = s
+        .offer(
+            "c1",
+            "B",
+            &answer_sdp("198.51.100.20", 5000),
+            &OfferOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        out,
+        crlf(&[
+            "v=0",
+            "o=b 1 1 IN IP4 198.51.100.20",
+            "s=-",
+            "c=IN IP4 203.0.113.1",
+            "t=0 0",
+            "m=audio 30000 RTP/AVP 0",
+        ])
+    );
+    let back = s
+        .answer(
+            "c1",
+            "B",
+            "A",
+            &offer_sdp("198.51.100.10", 4000),
+            &AnswerOptions::default(),
+        )
+        .unwrap();
+    assert!(back.contains("m=audio 30002 RTP/AVP 0\r\n"), "{back}");
+    assert_eq!(s.ports_in_use("192.0.2.1".parse().unwrap()), 4);
+}
+
+#[test]
+fn lf_endings_and_unterminated_body_are_kept() {
+    let mut s = sessions();
+    let body = "v=0\no=a 1 1 IN IP6 2001:db8::10\ns=-\nc=IN IP6 2001:db8::10\nt=0 0\nm=audio 4000 RTP/AVP 0\na=x-last";
+    let out = s
+        .offer(
+            "c",
+            "A",
+            body,
+            &OfferOptions {
+                ice: IceOption::Force,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // An IPv6 offer picks the IPv6 interface for both legs by default.
+    assert_eq!(
+        out,
+        "v=0\no=a 1 1 IN IP6 2001:db8::10\ns=-\nc=IN IP6 2001:db8::1\nt=0 0\na=ice-lite\na=ice-ufrag:ufrag001\na=ice-pwd:password001password001\nm=audio 30002 RTP/AVP 0\na=x-last\na=candidate:1857717640 1 UDP 2130706431 2001:db8::1 30002 typ host\na=candidate:1857717640 2 UDP 2130706430 2001:db8::1 30003 typ host"
+    );
+}
+
+#[test]
+fn reoffer_keeps_negotiated_rtcp_mux() {
+    let mut s = sessions();
+    let mux = offer_sdp("198.51.100.10", 4000) + "a=rtcp-mux\r\n";
+    s.offer("c", "A", &mux, &OfferOptions::default()).unwrap();
+    let ans = answer_sdp("198.51.100.20", 5000) + "a=rtcp-mux\r\n";
+    s.answer("c", "A", "B", &ans, &AnswerOptions::default())
+        .unwrap();
+    let legs = |s: &relay_core::session::Sessions| {
+        let st = &s.streams("c")[0];
+        (st.legs[0].rtcp_mux, st.legs[1].rtcp_mux)
+    };
+    assert_eq!(legs(&s), (true, true));
+    s.offer("c", "A", &mux, &OfferOptions::default()).unwrap();
+    assert_eq!(legs(&s), (true, true));
+    // Offerer drops rtcp-mux: its leg stops muxing at once.
+    s.offer(
+        "c",
+        "A",
+        &offer_sdp("198.51.100.10", 4000),
+        &OfferOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(legs(&s), (false, false));
+}
+
+#[test]
+fn rtcp_attribute_sets_the_rtcp_destination() {
+    let mut s = sessions();
+    let a = offer_sdp("198.51.100.10", 4000) + "a=rtcp:4009 IN IP4 198.51.100.99\r\n";
+    s.offer("c", "A", &a, &OfferOptions::default()).unwrap();
+    s.answer(
+        "c",
+        "A",
+        "B",
+        &answer_sdp("198.51.100.20", 5000),
+        &AnswerOptions::default(),
+    )
+    .unwrap();
+    // B's RTCP arrives on the B-facing RTCP port and goes to A's RFC 3605 address.
+    let r = s
+        .latch(sa("192.0.2.1:30003"), sa("198.51.100.20:5001"))
+        .unwrap();
+    assert!(r.accepted);
+    let e = r
+        .entries
+        .iter()
+        .find(|e| e.local == sa("192.0.2.1:30003"))
+        .unwrap();
+    assert_eq!(
+        e.rewrite,
+        Rewrite {
+            from: sa("192.0.2.1:30001"),
+            to: sa("198.51.100.99:4009")
+        }
     );
 }
