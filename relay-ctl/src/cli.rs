@@ -24,13 +24,19 @@ pub struct Common {
 /// Options shared by offer and answer, named as rtpengine's NG keys.
 #[derive(clap::Args, Debug)]
 pub struct MediaArgs {
+    /// Call-ID (taken from the message with --sip).
     #[arg(long)]
-    pub call_id: String,
+    pub call_id: Option<String>,
+    /// From-tag (taken from the message with --sip).
     #[arg(long)]
-    pub from_tag: String,
+    pub from_tag: Option<String>,
     /// SDP file, or - for standard input.
-    #[arg(long, default_value = "-")]
+    #[arg(long, default_value = "-", conflicts_with = "sip")]
     pub sdp: PathBuf,
+    /// A whole SIP message (file, or - for standard input): its SDP body is sent, and the
+    /// message is printed back with the rewritten body and Content-Length.
+    #[arg(long)]
+    pub sip: Option<PathBuf>,
     /// ICE handling: remove, force, default, optional.
     #[arg(long)]
     pub ice: Option<String>,
@@ -71,26 +77,81 @@ fn request(command: &str) -> Map<String, Value> {
     m
 }
 
-fn read_input(path: &PathBuf) -> Result<String> {
-    let mut s = String::new();
+fn read_input(path: &PathBuf) -> Result<Vec<u8>> {
+    let mut s = Vec::new();
     if path.as_os_str() == "-" {
         std::io::stdin()
-            .read_to_string(&mut s)
+            .read_to_end(&mut s)
             .context("reading standard input")?;
     } else {
-        s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        s = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     }
     Ok(s)
 }
 
-fn media_request(command: &str, a: &MediaArgs, to_tag: Option<&str>) -> Result<Map<String, Value>> {
+/// Where the SDP and the dialog identifiers come from.
+struct Input {
+    sdp: String,
+    call_id: String,
+    from_tag: String,
+    to_tag: Option<String>,
+    /// The whole SIP message, when given with --sip.
+    sip: Option<Vec<u8>>,
+}
+
+fn input(a: &MediaArgs, to_tag: Option<&str>) -> Result<Input> {
+    let explicit = |v: &Option<String>, what: &str| {
+        v.clone().with_context(|| {
+            format!("--{what} is required (or give a whole SIP message with --sip)")
+        })
+    };
+    let Some(path) = &a.sip else {
+        let sdp = String::from_utf8(read_input(&a.sdp)?).context("the SDP is not UTF-8")?;
+        return Ok(Input {
+            sdp,
+            call_id: explicit(&a.call_id, "call-id")?,
+            from_tag: explicit(&a.from_tag, "from-tag")?,
+            to_tag: to_tag.map(str::to_owned),
+            sip: None,
+        });
+    };
+    let raw = read_input(path)?;
+    let msg = relay_core::sip::SipMessage::parse(&raw).context("parsing the SIP message")?;
+    let sdp = msg
+        .sdp()
+        .context("the SIP message has no SDP body")?
+        .to_owned();
+    let from_tag = match (&a.from_tag, msg.from_tag()) {
+        (Some(t), _) => t.clone(),
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => bail!("the SIP message's From has no tag; give --from-tag"),
+    };
+    let call_id = a
+        .call_id
+        .clone()
+        .unwrap_or_else(|| msg.call_id().to_owned());
+    let to_tag = to_tag
+        .map(str::to_owned)
+        .or_else(|| msg.to_tag().map(str::to_owned));
+    Ok(Input {
+        sdp,
+        call_id,
+        from_tag,
+        to_tag,
+        sip: Some(raw),
+    })
+}
+
+fn media_request(command: &str, a: &MediaArgs, inp: &Input) -> Result<Map<String, Value>> {
     let mut r = request(command);
-    r.insert("call-id".into(), a.call_id.clone().into());
-    r.insert("from-tag".into(), a.from_tag.clone().into());
-    if let Some(t) = to_tag {
-        r.insert("to-tag".into(), t.into());
+    r.insert("call-id".into(), inp.call_id.clone().into());
+    r.insert("from-tag".into(), inp.from_tag.clone().into());
+    if let Some(t) = &inp.to_tag {
+        r.insert("to-tag".into(), t.clone().into());
+    } else if command == "answer" {
+        bail!("an answer needs the callee's tag: --to-tag, or a SIP message whose To has a tag");
     }
-    r.insert("sdp".into(), read_input(&a.sdp)?.into());
+    r.insert("sdp".into(), inp.sdp.clone().into());
     if let Some(ice) = &a.ice {
         r.insert("ICE".into(), ice.clone().into());
     }
@@ -126,13 +187,21 @@ pub fn ping(c: &Common) -> Result<()> {
 }
 
 pub fn offer_answer(c: &Common, command: &str, a: &MediaArgs, to_tag: Option<&str>) -> Result<()> {
-    let reply = client(c)?.call(&media_request(command, a, to_tag)?)?;
-    print_or(c, &reply, || {
-        print!(
-            "{}",
-            reply.get("sdp").and_then(Value::as_str).unwrap_or_default()
-        )
-    });
+    let inp = input(a, to_tag)?;
+    let reply = client(c)?.call(&media_request(command, a, &inp)?)?;
+    let sdp = reply.get("sdp").and_then(Value::as_str).unwrap_or_default();
+    if c.json {
+        print_or(c, &reply, || ());
+    } else if let Some(raw) = &inp.sip {
+        let out = relay_core::sip::rewrite_body(raw, |_| {
+            Ok::<_, std::convert::Infallible>(sdp.to_owned())
+        })
+        .context("putting the rewritten SDP back into the SIP message")?;
+        use std::io::Write as _;
+        std::io::stdout().write_all(&out)?;
+    } else {
+        print!("{sdp}");
+    }
     Ok(())
 }
 

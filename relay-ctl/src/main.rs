@@ -35,8 +35,9 @@ enum Cmd {
     Answer {
         #[command(flatten)]
         media: MediaArgs,
+        /// The callee's tag (taken from the message's To with --sip).
         #[arg(long)]
-        to_tag: String,
+        to_tag: Option<String>,
     },
     /// Delete a call, or one leg of it.
     Delete {
@@ -117,7 +118,7 @@ fn main() -> ExitCode {
         Cmd::Daemon(args) => run_daemon(*args),
         Cmd::Ping => cli::ping(c),
         Cmd::Offer(m) => cli::offer_answer(c, "offer", &m, None),
-        Cmd::Answer { media, to_tag } => cli::offer_answer(c, "answer", &media, Some(&to_tag)),
+        Cmd::Answer { media, to_tag } => cli::offer_answer(c, "answer", &media, to_tag.as_deref()),
         Cmd::Delete {
             call_id,
             from_tag,
