@@ -19,6 +19,7 @@ use crate::{
     config::Config,
     metrics::Snapshot,
     ngmap::Request,
+    ngwire::{self, Encoding},
     ports::{Inbound, PortSockets},
     xdp::{Relay, read_totals},
 };
@@ -51,6 +52,7 @@ pub struct Engine {
     stats: HashMap<SocketAddr, StreamStats>,
     pending_deletes: Vec<(Instant, String, Option<String>, Option<String>)>,
     ng_counts: BTreeMap<(String, String), u64>,
+    ng_cache: ReplyCache,
     logged_unknown: HashSet<String>,
     userspace_forwarded: u64,
     sessions_total: u64,
@@ -76,6 +78,7 @@ impl Engine {
             stats: HashMap::new(),
             pending_deletes: Vec::new(),
             ng_counts: BTreeMap::new(),
+            ng_cache: ReplyCache::default(),
             logged_unknown: HashSet::new(),
             userspace_forwarded: 0,
             sessions_total: 0,
@@ -83,7 +86,8 @@ impl Engine {
     }
 
     /// One NG datagram: `COOKIE SP DICTIONARY`. Returns the reply datagram, or nothing for input
-    /// without a cookie to answer to.
+    /// without a cookie to answer to. A retransmission (same cookie) gets the cached reply and is
+    /// not executed again.
     pub fn handle_ng(
         &mut self,
         now: Instant,
@@ -92,8 +96,15 @@ impl Engine {
     ) -> Option<Vec<u8>> {
         let sp = datagram.iter().position(|&b| b == b' ')?;
         let (cookie, body) = (&datagram[..sp], &datagram[sp + 1..]);
-        let (command, reply) = match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(raw)) => {
+        if cookie.is_empty() {
+            return None;
+        }
+        if let Some(reply) = self.ng_cache.get(now, cookie) {
+            tracing::debug!(%from, "NG retransmission answered from the cache");
+            return Some(reply);
+        }
+        let (command, reply, enc) = match ngwire::decode(body) {
+            Ok((raw, enc)) => {
                 let mut req = Request::new(&raw);
                 let command = req.str("command").unwrap_or("").to_owned();
                 let call_id = req.str("call-id").unwrap_or("").to_owned();
@@ -105,9 +116,18 @@ impl Engine {
                 }
                 let result = reply.get("result").and_then(Value::as_str).unwrap_or("?");
                 tracing::info!(%from, %command, call_id = %call_id, %result, "NG request");
-                (command, reply)
+                (command, reply, enc)
             }
-            _ => ("invalid".to_owned(), error("Could not decode dictionary")),
+            Err(e) => {
+                tracing::info!(%from, error = %e, "undecodable NG request");
+                // Reply in the encoding the sender most likely speaks.
+                let enc = if body.first() == Some(&b'{') {
+                    Encoding::Json
+                } else {
+                    Encoding::Bencode
+                };
+                ("invalid".to_owned(), error(&e.to_string()), enc)
+            }
         };
         let result = reply
             .get("result")
@@ -117,7 +137,8 @@ impl Engine {
         *self.ng_counts.entry((command, result)).or_default() += 1;
         let mut out = cookie.to_vec();
         out.push(b' ');
-        out.extend_from_slice(Value::Object(reply).to_string().as_bytes());
+        out.extend_from_slice(&ngwire::encode(&reply, enc));
+        self.ng_cache.insert(now, cookie, &out);
         Some(out)
     }
 
@@ -517,6 +538,42 @@ impl Engine {
             calls = self.meta.len(),
             "daemon stopping; the fast path keeps running on its pinned maps"
         );
+    }
+}
+
+/// Replies by cookie for NG retransmissions: kept 30 s (as rtpengine), at most 16384 entries
+/// (the oldest go first), so a flood of distinct cookies cannot grow memory without bound.
+#[derive(Default)]
+struct ReplyCache {
+    map: HashMap<Vec<u8>, (Instant, Vec<u8>)>,
+    order: std::collections::VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl ReplyCache {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(30);
+    const MAX: usize = 16_384;
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, cookie)) = self.order.front() {
+            if now.duration_since(*at) < Self::TTL && self.order.len() <= Self::MAX {
+                break;
+            }
+            if self.map.get(cookie).is_some_and(|(t, _)| t == at) {
+                self.map.remove(cookie);
+            }
+            self.order.pop_front();
+        }
+    }
+
+    fn get(&mut self, now: Instant, cookie: &[u8]) -> Option<Vec<u8>> {
+        self.expire(now);
+        self.map.get(cookie).map(|(_, r)| r.clone())
+    }
+
+    fn insert(&mut self, now: Instant, cookie: &[u8], reply: &[u8]) {
+        self.map.insert(cookie.to_vec(), (now, reply.to_vec()));
+        self.order.push_back((now, cookie.to_vec()));
+        self.expire(now);
     }
 }
 

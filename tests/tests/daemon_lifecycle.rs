@@ -90,6 +90,29 @@ fn daemon_serves_ng_and_metrics_and_survives_restart() {
         "pong"
     );
 
+    // Bencode, as Kamailio's rtpengine module speaks it.
+    assert_eq!(
+        raw_ng(&relay, b"k1 d7:command4:pinge"),
+        b"k1 d6:result4:ponge".to_vec()
+    );
+    // A retransmitted offer (same cookie) gets the same reply and is executed once.
+    const OFFER: &[u8] = b"r1 d7:command5:offer7:call-id2:c18:from-tag2:t13:sdp89:v=0\r\no=- 1 1 IN IP4 10.203.0.2\r\ns=-\r\nc=IN IP4 10.203.0.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\ne";
+    let first = raw_ng(&relay, OFFER);
+    assert!(
+        first.starts_with(b"r1 d"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    assert!(
+        String::from_utf8_lossy(&first).contains("6:result2:ok"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    assert_eq!(
+        raw_ng(&relay, OFFER),
+        first,
+        "retransmission answered from the cache"
+    );
     let metrics = http_get(&relay, "127.0.0.1:9103", "/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
     let sample = |line: &str| -> Option<u64> {
@@ -101,6 +124,12 @@ fn daemon_serves_ng_and_metrics_and_survives_restart() {
     let invalid = "relay_ng_requests_total{command=\"invalid\",result=\"error\"}";
     assert_eq!(sample(frob), Some(1), "{metrics}");
     assert_eq!(sample(invalid), Some(1), "{metrics}");
+    assert_eq!(
+        sample("relay_ng_requests_total{command=\"offer\",result=\"ok\"}"),
+        Some(1),
+        "{metrics}"
+    );
+    assert_eq!(sample("relay_sessions"), Some(1), "{metrics}");
     // Start-up readiness pings count too, so only a lower bound is known here.
     assert!(sample("relay_ng_requests_total{command=\"ping\",result=\"pong\"}").unwrap() >= 2);
     assert!(
