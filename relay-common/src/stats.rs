@@ -17,13 +17,35 @@ pub enum Reason {
     PassFragment = 4,
     /// UDP, not to a relay port: passed.
     PassNotRelayPort = 5,
-    /// UDP to a relay port, handled by userspace for now.
-    PassRelayUdp = 6,
+    /// UDP to a relay port with no payload to classify.
+    PassEmpty = 6,
+    /// STUN (first byte 0-3 and the magic cookie, RFC 7983): to the daemon's ICE agent.
+    PassStun = 7,
+    /// DTLS (first byte 20-63, RFC 7983): to the daemon.
+    PassDtls = 8,
+    /// Neither STUN, DTLS nor RTP/RTCP: to the daemon, which drops it.
+    PassOtherPayload = 9,
+    /// RTP/RTCP on a relay endpoint with no stream entry yet: the daemon latches.
+    PassUnknownStream = 10,
+    /// Source is not the expected peer and the stream's policy drops.
+    DropSourceMismatch = 11,
+    /// Source is not the expected peer; the daemon decides (media handover).
+    PassSourceMismatch = 12,
+    /// No route or no neighbour for the rewritten destination: the daemon forwards it.
+    PassFibMiss = 13,
+    /// The legs differ in address family: the daemon translates.
+    PassFamilyChange = 14,
+    /// Forwarded out of the interface it came in on.
+    TxForward = 15,
+    /// Forwarded out of another interface through the devmap.
+    RedirectForward = 16,
+    /// The egress device left the devmap between lookup and redirect: the rewritten frame is dropped.
+    DropRedirectFailed = 17,
 }
 
 impl Reason {
     /// Number of slots; the map is sized by this.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 18;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::PassNotIp,
@@ -32,7 +54,18 @@ impl Reason {
         Reason::PassMalformed,
         Reason::PassFragment,
         Reason::PassNotRelayPort,
-        Reason::PassRelayUdp,
+        Reason::PassEmpty,
+        Reason::PassStun,
+        Reason::PassDtls,
+        Reason::PassOtherPayload,
+        Reason::PassUnknownStream,
+        Reason::DropSourceMismatch,
+        Reason::PassSourceMismatch,
+        Reason::PassFibMiss,
+        Reason::PassFamilyChange,
+        Reason::TxForward,
+        Reason::RedirectForward,
+        Reason::DropRedirectFailed,
     ];
 
     /// Stable snake_case name, used in `relay-ctl stats` and metrics labels.
@@ -44,7 +77,18 @@ impl Reason {
             Reason::PassMalformed => "pass_malformed",
             Reason::PassFragment => "pass_fragment",
             Reason::PassNotRelayPort => "pass_not_relay_port",
-            Reason::PassRelayUdp => "pass_relay_udp",
+            Reason::PassEmpty => "pass_empty",
+            Reason::PassStun => "pass_stun",
+            Reason::PassDtls => "pass_dtls",
+            Reason::PassOtherPayload => "pass_other_payload",
+            Reason::PassUnknownStream => "pass_unknown_stream",
+            Reason::DropSourceMismatch => "drop_source_mismatch",
+            Reason::PassSourceMismatch => "pass_source_mismatch",
+            Reason::PassFibMiss => "pass_fib_miss",
+            Reason::PassFamilyChange => "pass_family_change",
+            Reason::TxForward => "tx_forward",
+            Reason::RedirectForward => "redirect_forward",
+            Reason::DropRedirectFailed => "drop_redirect_failed",
         }
     }
 
@@ -57,7 +101,17 @@ impl Reason {
             | Reason::PassMalformed
             | Reason::PassFragment
             | Reason::PassNotRelayPort
-            | Reason::PassRelayUdp => Verdict::Pass,
+            | Reason::PassEmpty
+            | Reason::PassStun
+            | Reason::PassDtls
+            | Reason::PassOtherPayload
+            | Reason::PassUnknownStream
+            | Reason::PassSourceMismatch
+            | Reason::PassFibMiss
+            | Reason::PassFamilyChange => Verdict::Pass,
+            Reason::DropSourceMismatch | Reason::DropRedirectFailed => Verdict::Drop,
+            Reason::TxForward => Verdict::Tx,
+            Reason::RedirectForward => Verdict::Redirect,
         }
     }
 

@@ -39,7 +39,12 @@ pub enum PersistError {
 }
 
 /// Maps that outlive the daemon. Global-data sections (.rodata) are never pinned.
-pub const PERSISTENT_MAPS: &[&str] = &[names::STATS_MAP];
+pub const PERSISTENT_MAPS: &[&str] = &[
+    names::STATS_MAP,
+    names::STREAMS_MAP,
+    names::STREAM_COUNTERS_MAP,
+    names::DEVMAP,
+];
 
 /// How an interface came to run this daemon's program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use relay_common::{
     config::{CONFIG_SYMBOL, RelayConfig},
     names,
     stats::{Reason, StatEntry},
+    stream::{StreamCounters, StreamEntry, StreamKey},
 };
 
 /// The program object, built by build.rs from relay-ebpf.
@@ -29,6 +30,10 @@ pub enum XdpError {
     MissingMap(&'static str),
     #[error("program error: {0}")]
     Program(#[from] aya::programs::ProgramError),
+    #[error("devmap: {0}")]
+    Devmap(String),
+    #[error("counting CPUs: {0}")]
+    Cpus(std::io::Error),
     #[error("map error: {0}")]
     Map(#[from] aya::maps::MapError),
     #[error("pinning {path} failed: {source}")]
@@ -221,4 +226,87 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), XdpError> {
     }
     tracing::info!("mounted bpffs at {DEFAULT_BPFFS}");
     Ok(())
+}
+
+/// Stream table and counters of a loaded program.
+impl Relay {
+    fn streams_map(
+        &mut self,
+    ) -> Result<aya::maps::HashMap<&mut MapData, StreamKey, StreamEntry>, XdpError> {
+        let map = self
+            .ebpf
+            .map_mut(names::STREAMS_MAP)
+            .ok_or(XdpError::MissingMap(names::STREAMS_MAP))?;
+        Ok(aya::maps::HashMap::try_from(map)?)
+    }
+
+    /// Installs or replaces the entry for relay endpoint `key` (one syscall: atomic per entry).
+    pub fn insert_stream(&mut self, key: StreamKey, entry: StreamEntry) -> Result<(), XdpError> {
+        Ok(self.streams_map()?.insert(key, entry, 0)?)
+    }
+
+    /// Removes the entry for `key`; a missing entry is not an error.
+    pub fn remove_stream(&mut self, key: &StreamKey) -> Result<(), XdpError> {
+        match self.streams_map()?.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every installed entry.
+    pub fn streams(&mut self) -> Result<Vec<(StreamKey, StreamEntry)>, XdpError> {
+        Ok(self.streams_map()?.iter().collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Counters of `slot`, summed over CPUs (`last_seen_ns`: the latest).
+    pub fn stream_counters(&self, slot: u32) -> Result<StreamCounters, XdpError> {
+        let map = self
+            .ebpf
+            .map(names::STREAM_COUNTERS_MAP)
+            .ok_or(XdpError::MissingMap(names::STREAM_COUNTERS_MAP))?;
+        let arr: PerCpuArray<&MapData, StreamCounters> = PerCpuArray::try_from(map)?;
+        let per_cpu = arr.get(&slot, 0)?;
+        Ok(per_cpu
+            .iter()
+            .fold(StreamCounters::default(), |a, c| StreamCounters {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+                last_seen_ns: a.last_seen_ns.max(c.last_seen_ns),
+            }))
+    }
+
+    /// Zeroes a counter slot before it is given to a new stream.
+    pub fn reset_stream_counters(&mut self, slot: u32) -> Result<(), XdpError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::Cpus(e))?;
+        let map = self
+            .ebpf
+            .map_mut(names::STREAM_COUNTERS_MAP)
+            .ok_or(XdpError::MissingMap(names::STREAM_COUNTERS_MAP))?;
+        let mut arr: PerCpuArray<&mut MapData, StreamCounters> = PerCpuArray::try_from(map)?;
+        let zero = aya::maps::PerCpuValues::try_from(vec![StreamCounters::default(); cpus])
+            .map_err(XdpError::Cpus)?;
+        Ok(arr.set(slot, zero, 0)?)
+    }
+
+    /// Lets the program redirect to `ifindex` (every attached device is registered).
+    pub fn add_egress(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        let map = self
+            .ebpf
+            .map_mut(names::DEVMAP)
+            .ok_or(XdpError::MissingMap(names::DEVMAP))?;
+        let mut dev: aya::maps::DevMapHash<&mut MapData> = aya::maps::DevMapHash::try_from(map)?;
+        dev.insert(ifindex, ifindex, None, 0)
+            .map_err(|e| XdpError::Devmap(e.to_string()))
+    }
+}
+
+/// CLOCK_MONOTONIC now, in the time base of `StreamCounters::last_seen_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into ts.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

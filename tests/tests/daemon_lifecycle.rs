@@ -133,8 +133,9 @@ fn daemon_serves_ng_and_metrics_and_survives_restart() {
     // Start-up readiness pings count too, so only a lower bound is known here.
     assert!(sample("relay_ng_requests_total{command=\"ping\",result=\"pong\"}").unwrap() >= 2);
     assert!(
-        metrics
-            .contains("relay_fastpath_packets_total{reason=\"pass_relay_udp\",verdict=\"pass\"}")
+        metrics.contains(
+            "relay_fastpath_packets_total{reason=\"pass_unknown_stream\",verdict=\"pass\"}"
+        )
     );
 
     let stats = open_pinned_stats(&pin_dir).unwrap();
@@ -151,7 +152,7 @@ fn daemon_serves_ng_and_metrics_and_survives_restart() {
         std::thread::sleep(Duration::from_millis(200));
         read_totals(&stats)
             .unwrap()
-            .get(Reason::PassRelayUdp)
+            .get(Reason::PassUnknownStream)
             .packets
     };
     assert_eq!(send(10), 10);

@@ -85,7 +85,11 @@ fn native_attach_counts_real_datagrams() {
     }
 
     let t = read_totals(&relay.stats_map().unwrap()).unwrap();
-    assert_eq!(t.get(Reason::PassRelayUdp).packets, SENT as u64, "{t:?}");
+    assert_eq!(
+        t.get(Reason::PassUnknownStream).packets,
+        SENT as u64,
+        "{t:?}"
+    );
     assert_eq!(
         t.get(Reason::PassNotRelayPort).packets,
         SENT as u64,
@@ -93,7 +97,7 @@ fn native_attach_counts_real_datagrams() {
     );
     // Each datagram crossed the program once: 14 (eth) + 20 (ip) + 8 (udp) + payload.
     assert_eq!(
-        t.get(Reason::PassRelayUdp).bytes,
+        t.get(Reason::PassUnknownStream).bytes,
         (SENT * (42 + relay_tests::frames::rtp_payload(0).len())) as u64
     );
     drop(relay);

@@ -34,32 +34,32 @@ fn cases() -> Vec<Case> {
         Case {
             name: "v4 untagged to relay port",
             frame: v4(Vlan::None),
-            reason: Reason::PassRelayUdp,
+            reason: Reason::PassUnknownStream,
         },
         Case {
             name: "v4 802.1Q",
             frame: v4(Vlan::Single(10)),
-            reason: Reason::PassRelayUdp,
+            reason: Reason::PassUnknownStream,
         },
         Case {
             name: "v4 802.1ad QinQ",
             frame: v4(Vlan::Double(100, 10)),
-            reason: Reason::PassRelayUdp,
+            reason: Reason::PassUnknownStream,
         },
         Case {
             name: "v6 untagged",
             frame: v6(Vlan::None),
-            reason: Reason::PassRelayUdp,
+            reason: Reason::PassUnknownStream,
         },
         Case {
             name: "v6 802.1Q",
             frame: v6(Vlan::Single(10)),
-            reason: Reason::PassRelayUdp,
+            reason: Reason::PassUnknownStream,
         },
         Case {
             name: "v6 QinQ",
             frame: v6(Vlan::Double(100, 10)),
-            reason: Reason::PassRelayUdp,
+            reason: Reason::PassUnknownStream,
         },
         Case {
             name: "v4 with IP options (IHL 7) to relay port",
@@ -71,7 +71,7 @@ fn cases() -> Vec<Case> {
                 &[1, 1, 1, 1, 1, 1, 1, 0],
                 &rtp,
             ),
-            reason: Reason::PassRelayUdp,
+            reason: Reason::PassUnknownStream,
         },
         Case {
             name: "v4 udp to non-relay port",

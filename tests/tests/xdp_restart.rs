@@ -68,7 +68,7 @@ fn program_survives_loader_exit_and_is_taken_over() {
     assert_eq!(
         read_totals(&stats)
             .unwrap()
-            .get(Reason::PassRelayUdp)
+            .get(Reason::PassUnknownStream)
             .packets,
         BURST
     );
@@ -78,7 +78,7 @@ fn program_survives_loader_exit_and_is_taken_over() {
     assert_eq!(
         read_totals(&stats)
             .unwrap()
-            .get(Reason::PassRelayUdp)
+            .get(Reason::PassUnknownStream)
             .packets,
         2 * BURST,
         "program kept running on the pinned link with no loader"
@@ -89,7 +89,7 @@ fn program_survives_loader_exit_and_is_taken_over() {
     assert_eq!(
         read_totals(&stats)
             .unwrap()
-            .get(Reason::PassRelayUdp)
+            .get(Reason::PassUnknownStream)
             .packets,
         3 * BURST,
         "new program counts into the same pinned map"
@@ -103,7 +103,7 @@ fn program_survives_loader_exit_and_is_taken_over() {
     assert_eq!(
         read_totals(&stats)
             .unwrap()
-            .get(Reason::PassRelayUdp)
+            .get(Reason::PassUnknownStream)
             .packets,
         3 * BURST,
         "detached: nothing counts any more"

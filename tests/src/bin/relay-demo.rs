@@ -158,7 +158,7 @@ fn demo(p: &str, relay_ctl: &Path) -> Result<()> {
         .arg(&pin_dir)
         .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    let through = totals.get(Reason::PassRelayUdp).packets;
+    let through = totals.get(Reason::PassUnknownStream).packets;
     drop(daemon);
     if through < sent {
         bail!("the XDP program counted {through} of {sent} datagrams");
@@ -176,7 +176,7 @@ fn watch(pin_dir: &Path) -> Result<()> {
     for t in 1..=SECONDS {
         std::thread::sleep(Duration::from_secs(1));
         let tot = read_totals(&map)?;
-        let relay_udp = tot.get(Reason::PassRelayUdp).packets;
+        let relay_udp = tot.get(Reason::PassUnknownStream).packets;
         println!(
             "{t:>4}  {relay_udp:>10} {:>10} {:>12}",
             tot.packets() - relay_udp,
