@@ -32,6 +32,24 @@ impl Netns {
         run("ip", &all)
     }
 
+    /// Turns on IPv4 and IPv6 forwarding: the kernel's FIB lookup from XDP refuses to answer
+    /// for devices that do not forward.
+    pub fn enable_forwarding(&self) -> Result<()> {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.name,
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.forwarding=1",
+                "net.ipv6.conf.all.forwarding=1",
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Runs `f` on a thread that has entered this namespace; sockets it creates live there.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         let path = format!("/run/netns/{}", self.name);

@@ -37,6 +37,7 @@ impl Topology {
         let p = crate::unique_prefix();
         let relay = Netns::new(&format!("{p}-relay"))?;
         relay.ip(&["addr", "add", &format!("{RELAY_SERVICE}/32"), "dev", "lo"])?;
+        relay.enable_forwarding()?;
         relay.ip(&[
             "-6",
             "addr",
