@@ -49,15 +49,17 @@ fn entry(
     }
 }
 
+struct Fwd {
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: SocketAddr,
+    dst: SocketAddr,
+    zero_csum: bool,
+}
+
 enum Expect {
     Unchanged,
-    Forwarded {
-        smac: [u8; 6],
-        dmac: [u8; 6],
-        src: SocketAddr,
-        dst: SocketAddr,
-        zero_csum: bool,
-    },
+    Forwarded(Fwd),
 }
 
 struct Case {
@@ -86,13 +88,13 @@ fn v6(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 fn to_b(src: &str, dst: &str) -> Expect {
-    Expect::Forwarded {
+    Expect::Forwarded(Fwd {
         smac: MAC_B,
         dmac: NEIGH_B,
         src: sa(src),
         dst: sa(dst),
         zero_csum: false,
-    }
+    })
 }
 
 fn cases() -> Vec<Case> {
@@ -150,25 +152,25 @@ fn cases() -> Vec<Case> {
             name: "v4 UDP checksum zero stays zero",
             frame: zero,
             reason: Reason::RedirectForward,
-            expect: Expect::Forwarded {
+            expect: Expect::Forwarded(Fwd {
                 smac: MAC_B,
                 dmac: NEIGH_B,
                 src: sa("10.10.2.1:30002"),
                 dst: sa("10.10.2.2:5000"),
                 zero_csum: true,
-            },
+            }),
         },
         Case {
             name: "v4 TX out of the ingress device",
             frame: v4(Vlan::None, from_a, "10.10.1.1:30010", &rtp),
             reason: Reason::TxForward,
-            expect: Expect::Forwarded {
+            expect: Expect::Forwarded(Fwd {
                 smac: MAC_A,
                 dmac: NEIGH_A3,
                 src: sa("10.10.1.1:30012"),
                 dst: sa("10.10.1.3:6000"),
                 zero_csum: false,
-            },
+            }),
         },
         Case {
             name: "source mismatch, policy drop",
@@ -262,16 +264,8 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn check_forwarded(
-    name: &str,
-    input: &[u8],
-    out: &[u8],
-    smac: [u8; 6],
-    dmac: [u8; 6],
-    src: SocketAddr,
-    dst: SocketAddr,
-    zero_csum: bool,
-) -> Vec<String> {
+fn check_forwarded(name: &str, input: &[u8], out: &[u8], fwd: &Fwd) -> Vec<String> {
+    let (src, dst, zero_csum) = (fwd.src, fwd.dst, fwd.zero_csum);
     let mut f = Vec::new();
     let (hin, hout) = match (
         PacketHeaders::from_ethernet_slice(input),
@@ -281,13 +275,13 @@ fn check_forwarded(
         (_, Err(e)) => return vec![format!("{name}: output does not parse: {e}")],
         (Err(e), _) => return vec![format!("{name}: input does not parse: {e}")],
     };
-    if let Some(LinkHeader::Ethernet2(e)) = &hout.link {
-        if (e.source, e.destination) != (smac, dmac) {
-            f.push(format!(
-                "{name}: MACs {:02x?} -> {:02x?}",
-                e.source, e.destination
-            ));
-        }
+    if let Some(LinkHeader::Ethernet2(e)) = &hout.link
+        && (e.source, e.destination) != (fwd.smac, fwd.dmac)
+    {
+        f.push(format!(
+            "{name}: MACs {:02x?} -> {:02x?}",
+            e.source, e.destination
+        ));
     }
     let tags = |h: &PacketHeaders<'_>| {
         h.link_exts
@@ -579,23 +573,8 @@ fn fast_path_table_under_prog_test_run() {
                             failures.push(format!("{}: frame modified", case.name));
                         }
                     }
-                    Expect::Forwarded {
-                        smac,
-                        dmac,
-                        src,
-                        dst,
-                        zero_csum,
-                    } => {
-                        failures.extend(check_forwarded(
-                            case.name,
-                            &case.frame,
-                            out,
-                            smac,
-                            dmac,
-                            src,
-                            dst,
-                            zero_csum,
-                        ));
+                    Expect::Forwarded(fwd) => {
+                        failures.extend(check_forwarded(case.name, &case.frame, out, &fwd));
                     }
                 }
                 if matches!(
