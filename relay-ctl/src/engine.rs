@@ -9,6 +9,9 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
+use relay_common::stream::{
+    Endpoint, FLAG_SOURCE_ANY, Mismatch, StreamCounters, StreamEntry, StreamKey,
+};
 use relay_core::{
     latch::{ForwardingEntry, MismatchPolicy, diff},
     session::{Config as SessionConfig, IceRole, Sessions},
@@ -21,7 +24,7 @@ use crate::{
     ngmap::Request,
     ngwire::{self, Encoding},
     ports::{Inbound, PortSockets},
-    xdp::{Relay, read_totals},
+    xdp::{Relay, monotonic_ns, read_totals},
 };
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,6 +59,11 @@ pub struct Engine {
     logged_unknown: HashSet<String>,
     userspace_forwarded: u64,
     sessions_total: u64,
+    /// Fast-path counter slot of each installed relay endpoint, and the free slots.
+    slots: HashMap<SocketAddr, u32>,
+    free_slots: Vec<u32>,
+    /// Entries the fast path cannot express (RTCP demux from a muxed port): userspace forwards.
+    logged_userspace_only: HashSet<SocketAddr>,
 }
 
 impl Engine {
@@ -82,6 +90,10 @@ impl Engine {
             logged_unknown: HashSet::new(),
             userspace_forwarded: 0,
             sessions_total: 0,
+            slots: HashMap::new(),
+            // Slot 0 stays unused so a zeroed entry never counts into a live stream.
+            free_slots: (1..relay_common::stream::MAX_STREAMS).rev().collect(),
+            logged_userspace_only: HashSet::new(),
         })
     }
 
@@ -271,13 +283,19 @@ impl Engine {
                 let mut streams = Vec::new();
                 for local in [leg.rtp, leg.rtcp].into_iter().flatten() {
                     let s = self.stats.get(&local).copied().unwrap_or_default();
+                    let f = self.fast_counters(&local);
+                    let last = match (s.last, f.last_seen_ns) {
+                        (_, 0) => s.last.map_or(0, epoch),
+                        (u, ns) => epoch(monotonic_to_wall(ns)).max(u.map_or(0, epoch)),
+                    };
                     let mut stream = json!({
                         "local port": local.port(),
                         "local endpoint": {"family": family(local), "address": local.ip().to_string(), "port": local.port()},
                         "interface": leg.interface,
                         "ICE": ice_role(leg.ice),
-                        "stats": {"packets": s.packets, "bytes": s.bytes, "errors": 0},
-                        "last packet": s.last.map_or(0, epoch),
+                        "stats": {"packets": s.packets + f.packets, "bytes": s.bytes + f.bytes, "errors": 0},
+                        "fast path": {"packets": f.packets, "bytes": f.bytes},
+                        "last packet": last,
                     });
                     if let (Some(peer), Value::Object(m)) = (leg.latched, &mut stream) {
                         m.insert(
@@ -360,6 +378,10 @@ impl Engine {
             self.ports.unbind(gone);
             self.call_of.remove(gone);
             self.stats.remove(gone);
+            self.logged_userspace_only.remove(gone);
+            if let Some(slot) = self.slots.remove(gone) {
+                self.free_slots.push(slot);
+            }
         }
         for local in &locals {
             if let Err(e) = self.ports.bind(*local) {
@@ -380,9 +402,11 @@ impl Engine {
         let changes = diff(&old, &new);
         for local in &changes.removals {
             self.entries.remove(local);
+            self.uninstall(call_id, *local);
         }
         for e in changes.inserts.iter().chain(&changes.updates) {
             self.entries.insert(e.local, *e);
+            self.install(call_id, e);
         }
         if !changes.is_empty() {
             tracing::info!(
@@ -396,6 +420,74 @@ impl Engine {
         if !new.is_empty() {
             self.call_entries.insert(call_id.to_owned(), new);
         }
+    }
+
+    /// Puts one entry into the XDP stream table; on failure the daemon keeps forwarding that
+    /// stream itself, so a full map degrades speed, not service.
+    fn install(&mut self, call_id: &str, e: &ForwardingEntry) {
+        if e.rtcp_rewrite.is_some() {
+            if self.logged_userspace_only.insert(e.local) {
+                tracing::info!(%call_id, local = %e.local, "RTCP demux from a muxed port stays in userspace");
+            }
+            self.uninstall(call_id, e.local);
+            return;
+        }
+        let slot = match self.slots.get(&e.local) {
+            Some(s) => *s,
+            None => {
+                let Some(s) = self.free_slots.pop() else {
+                    tracing::warn!(%call_id, local = %e.local, "fast-path counter slots exhausted; stream stays in userspace");
+                    return;
+                };
+                if let Err(err) = self.relay.reset_stream_counters(s) {
+                    tracing::warn!(%call_id, error = %err, "resetting counter slot");
+                }
+                self.slots.insert(e.local, s);
+                s
+            }
+        };
+        let (flags, expected) = match e.expected_source {
+            Some(a) => (0, Endpoint::from(a)),
+            None => (FLAG_SOURCE_ANY, Endpoint::default()),
+        };
+        let entry = StreamEntry {
+            stream_id: e.stream.0,
+            expected,
+            src: Endpoint::from(e.rewrite.from),
+            dst: Endpoint::from(e.rewrite.to),
+            flags,
+            mismatch: match e.mismatch {
+                MismatchPolicy::Drop => Mismatch::Drop,
+                MismatchPolicy::Userspace => Mismatch::Userspace,
+                MismatchPolicy::Forward => Mismatch::Forward,
+            } as u8,
+            _pad: [0; 2],
+            counter_slot: slot,
+            _pad2: 0,
+        };
+        match self.relay.insert_stream(StreamKey::from(e.local), entry) {
+            Ok(()) => {
+                tracing::debug!(%call_id, local = %e.local, to = %e.rewrite.to, "fast-path entry installed")
+            }
+            Err(err) => {
+                tracing::warn!(%call_id, local = %e.local, error = %err, "fast-path insert failed; userspace forwards")
+            }
+        }
+    }
+
+    fn uninstall(&mut self, call_id: &str, local: SocketAddr) {
+        if let Err(err) = self.relay.remove_stream(&StreamKey::from(local)) {
+            tracing::warn!(%call_id, %local, error = %err, "fast-path remove failed");
+        }
+    }
+
+    /// Packets, bytes and the last-seen time (CLOCK_MONOTONIC ns) the fast path counted for an
+    /// endpoint.
+    fn fast_counters(&self, local: &SocketAddr) -> StreamCounters {
+        self.slots
+            .get(local)
+            .and_then(|s| self.relay.stream_counters(*s).ok())
+            .unwrap_or_default()
     }
 
     /// A datagram the fast path passed up: STUN, DTLS, or media of a stream with no entry yet.
@@ -472,6 +564,26 @@ impl Engine {
     }
 
     pub fn handle_tick(&mut self, now: Instant) {
+        // Media the fast path forwarded counts as activity: its last-seen times are monotonic ns.
+        let mono_now = monotonic_ns();
+        let mut seen: Vec<(String, Instant)> = Vec::new();
+        for (local, call_id) in &self.call_of {
+            let ns = self.fast_counters(local).last_seen_ns;
+            if ns != 0 && ns <= mono_now {
+                let ago = std::time::Duration::from_nanos(mono_now - ns);
+                if let Some(t) = now.checked_sub(ago) {
+                    seen.push((call_id.clone(), t));
+                }
+            }
+        }
+        for (call_id, t) in seen {
+            if let Some(m) = self.meta.get_mut(&call_id)
+                && t > m.last_activity
+            {
+                m.last_activity = t;
+            }
+        }
+
         let due: Vec<_> = self
             .pending_deletes
             .iter()
@@ -592,6 +704,12 @@ fn ice_role(r: IceRole) -> &'static str {
 
 fn family(a: SocketAddr) -> &'static str {
     if a.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// A CLOCK_MONOTONIC time in ns as wall-clock time.
+fn monotonic_to_wall(ns: u64) -> SystemTime {
+    let ago = std::time::Duration::from_nanos(monotonic_ns().saturating_sub(ns));
+    SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH)
 }
 
 fn epoch(t: SystemTime) -> u64 {

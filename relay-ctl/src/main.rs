@@ -181,6 +181,15 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
             }
         }
     }
+    for dev in &cfg.xdp_devices {
+        let ifindex = xdp::ifindex(dev).with_context(|| format!("no device {dev}"))?;
+        relay
+            .add_egress(ifindex)
+            .with_context(|| format!("registering {dev} for redirects"))?;
+        if !xdp::forwarding_enabled(dev) {
+            tracing::warn!(%dev, "IP forwarding is off on this device: the kernel FIB lookup from XDP refuses it, so media falls back to userspace; enable net.ipv4.conf.{dev}.forwarding and net.ipv6.conf.{dev}.forwarding");
+        }
+    }
     let pin_dir = cfg.pin_dir.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -310,3 +310,17 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// The ifindex of a device in this network namespace.
+pub fn ifindex(dev: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(dev).ok()?;
+    // SAFETY: valid C string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// Whether IPv4 forwarding is on for `dev`, which bpf_fib_lookup requires.
+pub fn forwarding_enabled(dev: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"))
+        .is_ok_and(|v| v.trim() == "1")
+}

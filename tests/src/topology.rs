@@ -103,11 +103,13 @@ fn host(p: &str, relay: &Netns, tag: &str, n: u8) -> Result<Host> {
     ns.ip(&["route", "add", "default", "via", &relay_addr])?;
     ns.ip(&["-6", "route", "add", "default", "via", &relay_addr6])?;
     // Frames XDP redirects into a veth are only delivered when the receiving end runs NAPI
-    // (XDP attached or GRO on); see shared/TOOLCHAIN.md.
+    // (XDP attached or GRO on); see shared/TOOLCHAIN.md. TX checksum offload is off because a
+    // veth hands locally sent UDP over with only a partial checksum, where a real wire carries
+    // complete ones, which the fast path updates incrementally.
     crate::run(
         "ip",
         &[
-            "netns", "exec", &ns.name, "ethtool", "-K", &dev, "gro", "on",
+            "netns", "exec", &ns.name, "ethtool", "-K", &dev, "gro", "on", "tx", "off",
         ],
     )?;
     Ok(Host {

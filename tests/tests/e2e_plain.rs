@@ -141,11 +141,32 @@ fn plain_call_latches_forwards_and_deletes() {
         relay_tests::frames::rtp_payload(77)
     );
 
+    // The media crossed XDP: the daemon forwarded at most the packets that triggered latching
+    // (one per direction), the fast path redirected the rest.
+    let st = ng_call(&t.relay, json!({"command": "statistics"})).unwrap();
+    let st = &st["statistics"];
+    let userspace = st["userspace forwarded packets"].as_u64().unwrap();
+    let redirected = st["fastpath"]["redirect_forward"]["packets"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        userspace <= 2,
+        "daemon forwarded {userspace} packets: {st:#?}"
+    );
+    assert_eq!(redirected + userspace, 41, "{st:#?}");
+    assert_eq!(
+        st["fastpath"]["drop_source_mismatch"]["packets"], 10,
+        "attacker dropped in XDP"
+    );
     let q = ng_call(&t.relay, json!({"command": "query", "call-id": "call-1"})).unwrap();
     let leg_a = &q["tags"]["tagA"]["medias"][0]["streams"][0];
     assert_eq!(leg_a["local port"], relay_a.port());
     assert_eq!(leg_a["endpoint"]["address"], "10.1.1.2");
     assert_eq!(leg_a["stats"]["packets"], 21, "{q:#?}");
+    assert!(
+        leg_a["fast path"]["packets"].as_u64().unwrap() >= 20,
+        "{q:#?}"
+    );
     let list = ng_call(&t.relay, json!({"command": "list"})).unwrap();
     assert_eq!(list["calls"], json!(["call-1"]));
 
