@@ -77,18 +77,30 @@ async fn serve_metrics(listener: TcpListener, req: mpsc::Sender<oneshot::Sender<
         };
         let req = req.clone();
         tokio::spawn(async move {
-            let mut head = vec![0u8; 4096];
-            let n = match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut head)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
+            // Read the whole request head (it may arrive in pieces), bounded in size and time.
+            let mut head = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            let read_head = async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
             };
+            if tokio::time::timeout(Duration::from_secs(5), read_head)
+                .await
+                .is_err()
+            {
+                return;
+            }
             let (tx, rx) = oneshot::channel();
             let body = if req.send(tx).await.is_ok() {
                 rx.await.unwrap_or_default()
             } else {
                 String::new()
             };
-            let resp = metrics::http_response(&head[..n], || body);
+            let resp = metrics::http_response(&head, || body);
             if let Err(e) = conn.write_all(&resp).await {
                 tracing::debug!(%peer, error = %e, "metrics response");
             }
