@@ -1,3 +1,5 @@
 //! Sans-IO protocol and session logic of the relay: no sockets, no clocks, no aya.
 //! Time and packets are passed in; actions come out.
 pub mod creds;
+pub mod ice;
+pub mod stun;
