@@ -52,7 +52,12 @@ mod tests {
         assert_eq!(a.ufrag.len(), UFRAG_LEN);
         assert_eq!(a.pwd.len(), PWD_LEN);
         assert!(UFRAG_LEN * 6 >= 24 && PWD_LEN * 6 >= 128);
-        assert!(a.ufrag.bytes().chain(a.pwd.bytes()).all(|c| ICE_CHARS.contains(&c)));
+        assert!(
+            a.ufrag
+                .bytes()
+                .chain(a.pwd.bytes())
+                .all(|c| ICE_CHARS.contains(&c))
+        );
         assert_ne!(a, b);
     }
 }

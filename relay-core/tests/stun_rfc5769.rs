@@ -99,13 +99,18 @@ fn long_term_request_2_4_parses_and_verifies() {
     let raw = vector("REQUEST_LTC_2_4=");
     assert_eq!(raw.len(), 116);
     let m = StunMessage::parse(&raw).unwrap();
-    assert_eq!(m.attributes.username, Some("\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}"));
+    assert_eq!(
+        m.attributes.username,
+        Some("\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}")
+    );
     assert_eq!(m.attributes.realm, Some("example.org"));
     assert_eq!(m.attributes.nonce, Some("f//499k954d6OL34oL9FSTvy64sA"));
     assert!(!m.has_fingerprint());
     // MD5("<user>:example.org:TheMatrIX"), computed with md5sum (no md5 dependency needed).
     let key: Vec<u8> = (0..16)
-        .map(|i| u8::from_str_radix(&"e8ca7ad59d5eb0518e312911d2dab2a9"[2 * i..2 * i + 2], 16).unwrap())
+        .map(|i| {
+            u8::from_str_radix(&"e8ca7ad59d5eb0518e312911d2dab2a9"[2 * i..2 * i + 2], 16).unwrap()
+        })
         .collect();
     assert!(m.verify_integrity(&IntegrityKey::new(&key)));
 }
@@ -129,7 +134,11 @@ fn crc32(b: &[u8]) -> u32 {
     for &x in b {
         c ^= x as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     !c

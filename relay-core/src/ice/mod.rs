@@ -180,7 +180,11 @@ impl IceLiteAgent {
             {
                 *slot = None;
                 self.events.push_back(IceEvent::ConsentExpired {
-                    component: if i == 0 { Component::Rtp } else { Component::Rtcp },
+                    component: if i == 0 {
+                        Component::Rtp
+                    } else {
+                        Component::Rtcp
+                    },
                     local: n.local,
                     remote: n.remote,
                 });
@@ -318,7 +322,8 @@ impl IceLiteAgent {
             None => {
                 if self.pairs.len() >= MAX_PAIRS {
                     // Evict the pair checked longest ago.
-                    if let Some(i) = (0..self.pairs.len()).min_by_key(|&i| self.pairs[i].last_valid) {
+                    if let Some(i) = (0..self.pairs.len()).min_by_key(|&i| self.pairs[i].last_valid)
+                    {
                         self.pairs.swap_remove(i);
                     }
                 }

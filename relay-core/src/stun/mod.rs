@@ -433,7 +433,11 @@ impl MessageBuilder {
     pub fn new(class: Class, method: u16, txid: TransactionId) -> MessageBuilder {
         let m = method & 0x0fff;
         let c = class.bits();
-        let t = (m & 0x000f) | ((m & 0x0070) << 1) | ((m & 0x0f80) << 2) | ((c & 1) << 4) | ((c & 2) << 7);
+        let t = (m & 0x000f)
+            | ((m & 0x0070) << 1)
+            | ((m & 0x0f80) << 2)
+            | ((c & 1) << 4)
+            | ((c & 2) << 7);
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(&t.to_be_bytes());
         buf.extend_from_slice(&[0, 0]);
@@ -550,7 +554,8 @@ impl MessageBuilder {
     /// Appends MESSAGE-INTEGRITY (HMAC-SHA1 over everything so far).
     pub fn integrity(mut self, key: &IntegrityKey) -> MessageBuilder {
         let off = self.buf.len();
-        self.buf.extend_from_slice(&attr::MESSAGE_INTEGRITY.to_be_bytes());
+        self.buf
+            .extend_from_slice(&attr::MESSAGE_INTEGRITY.to_be_bytes());
         self.buf.extend_from_slice(&20u16.to_be_bytes());
         self.buf.extend_from_slice(&[0; 20]);
         self.set_len();
@@ -564,7 +569,8 @@ impl MessageBuilder {
     /// Appends MESSAGE-INTEGRITY-SHA256 (full 32 bytes).
     pub fn integrity_sha256(mut self, key: &IntegrityKey) -> MessageBuilder {
         let off = self.buf.len();
-        self.buf.extend_from_slice(&attr::MESSAGE_INTEGRITY_SHA256.to_be_bytes());
+        self.buf
+            .extend_from_slice(&attr::MESSAGE_INTEGRITY_SHA256.to_be_bytes());
         self.buf.extend_from_slice(&32u16.to_be_bytes());
         self.buf.extend_from_slice(&[0; 32]);
         self.set_len();
