@@ -274,9 +274,7 @@ fn malformed_and_rfc3489_are_dropped() {
     let mut good = signed(req(&l, &r).use_candidate(), &l.pwd);
     assert_eq!(
         send(&mut a, Instant::now(), PEER, &good[..good.len() - 4]),
-        Err(IceError::Stun(StunError::BadLength(
-            good.len() as usize - 20
-        )))
+        Err(IceError::Stun(StunError::BadLength(good.len() - 20)))
     );
     good[5] ^= 1; // break the magic cookie: an RFC 3489 message
     assert_eq!(

@@ -158,7 +158,7 @@ pub fn is_stun(buf: &[u8]) -> bool {
     buf.len() >= HEADER_LEN
         && buf[0] < 4
         && buf[4..8] == MAGIC_COOKIE.to_be_bytes()
-        && buf.len() % 4 == 0
+        && buf.len().is_multiple_of(4)
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -235,7 +235,7 @@ impl<'a> StunMessage<'a> {
             return Err(StunError::NoMagicCookie);
         }
         let len = be16(buf, 2) as usize;
-        if len % 4 != 0 || HEADER_LEN + len != buf.len() {
+        if !len.is_multiple_of(4) || HEADER_LEN + len != buf.len() {
             return Err(StunError::BadLength(len));
         }
         let t = be16(buf, 0);
@@ -288,7 +288,7 @@ impl<'a> StunMessage<'a> {
                     m.fingerprint = true;
                 }
                 attr::MESSAGE_INTEGRITY_SHA256 => {
-                    if !(16..=32).contains(&vlen) || vlen % 4 != 0 {
+                    if !(16..=32).contains(&vlen) || !vlen.is_multiple_of(4) {
                         return Err(StunError::BadAttribute(typ));
                     }
                     if m.integrity_sha256.is_none() {
@@ -354,7 +354,7 @@ impl<'a> StunMessage<'a> {
                     });
                 }
                 attr::UNKNOWN_ATTRIBUTES => {
-                    if vlen % 2 != 0 {
+                    if !vlen.is_multiple_of(2) {
                         return Err(StunError::BadAttribute(typ));
                     }
                     if !seen_unknown_attrs {
@@ -364,10 +364,8 @@ impl<'a> StunMessage<'a> {
                 }
                 // Understood (RFC 8489 s.14.1) but of no use to an ICE-lite agent.
                 attr::MAPPED_ADDRESS => {}
-                t if t < 0x8000 => {
-                    if !m.unknown_required.contains(&t) {
-                        m.unknown_required.push(t);
-                    }
+                t if t < 0x8000 && !m.unknown_required.contains(&t) => {
+                    m.unknown_required.push(t);
                 }
                 _ => {}
             }
