@@ -1,8 +1,10 @@
 //! Sans-IO protocol and session logic of the relay: no sockets, no clocks, no aya.
 //! Time and packets are passed in; actions come out.
 pub mod creds;
+pub mod ice;
 pub mod latch;
 pub mod ports;
 pub mod sdp;
 pub mod session;
 pub mod sip;
+pub mod stun;
