@@ -13,6 +13,7 @@ use relay_common::stream::{
     Endpoint, FLAG_SOURCE_ANY, Mismatch, StreamCounters, StreamEntry, StreamKey,
 };
 use relay_core::{
+    ice::{Component, IceEvent, IceLiteAgent},
     latch::{ForwardingEntry, MismatchPolicy, diff},
     session::{Config as SessionConfig, IceRole, Sessions},
 };
@@ -62,6 +63,11 @@ pub struct Engine {
     /// Fast-path counter slot of each installed relay endpoint, and the free slots.
     slots: HashMap<SocketAddr, u32>,
     free_slots: Vec<u32>,
+    /// One ICE-lite agent per ICE leg (call, tag, stream), and the leg each relay endpoint's STUN
+    /// goes to (with forks sharing endpoints, the latest leg).
+    agents: HashMap<(String, String, u64), IceLiteAgent>,
+    agent_of: HashMap<SocketAddr, ((String, String, u64), Component)>,
+    ice_checks: BTreeMap<&'static str, u64>,
     /// Entries the fast path cannot express (RTCP demux from a muxed port): userspace forwards.
     logged_userspace_only: HashSet<SocketAddr>,
 }
@@ -94,6 +100,9 @@ impl Engine {
             // Slot 0 stays unused so a zeroed entry never counts into a live stream.
             free_slots: (1..relay_common::stream::MAX_STREAMS).rev().collect(),
             logged_userspace_only: HashSet::new(),
+            agents: HashMap::new(),
+            agent_of: HashMap::new(),
+            ice_checks: BTreeMap::new(),
         })
     }
 
@@ -395,6 +404,112 @@ impl Engine {
         }
         let new = self.sessions.call_entries(call_id);
         self.apply(call_id, new);
+        self.sync_ice(call_id);
+    }
+
+    /// Creates, updates (new remote credentials, ICE restart) or drops the call's agents.
+    fn sync_ice(&mut self, call_id: &str) {
+        let legs = self.sessions.ice_legs(call_id);
+        let mut keep = HashSet::new();
+        self.agent_of.retain(|_, (k, _)| k.0 != call_id);
+        for leg in legs {
+            if leg.role == IceRole::None {
+                continue;
+            }
+            let key = (call_id.to_owned(), leg.tag.clone(), leg.stream.0);
+            let agent = self.agents.entry(key.clone()).or_insert_with(|| {
+                IceLiteAgent::new(
+                    leg.local.clone(),
+                    leg.local_endpoints.len().clamp(1, 2) as u8,
+                )
+            });
+            if agent.local_credentials() != &leg.local {
+                agent.restart(leg.local.clone(), leg.remote.clone());
+            } else if let Some(r) = &leg.remote {
+                agent.set_remote_credentials(r.clone());
+            }
+            for c in &leg.remote_candidates {
+                let comp = if c.component == 2 {
+                    Component::Rtcp
+                } else {
+                    Component::Rtp
+                };
+                agent.add_remote_candidate(comp, SocketAddr::new(c.addr, c.port));
+            }
+            for (i, local) in leg.local_endpoints.iter().enumerate() {
+                let comp = if i == 0 {
+                    Component::Rtp
+                } else {
+                    Component::Rtcp
+                };
+                self.agent_of.insert(*local, (key.clone(), comp));
+            }
+            keep.insert(key);
+        }
+        self.agents
+            .retain(|k, _| k.0 != call_id || keep.contains(k));
+    }
+
+    /// A STUN datagram on a relay endpoint: the leg's agent answers (or not) from the same
+    /// socket; a nomination becomes forwarding entries.
+    fn stun(&mut self, now: Instant, local: SocketAddr, source: SocketAddr, data: &[u8]) {
+        let Some((key, comp)) = self.agent_of.get(&local).cloned() else {
+            *self.ice_checks.entry("no_agent").or_default() += 1;
+            tracing::debug!(%local, %source, "STUN on a relay port without an ICE agent");
+            return;
+        };
+        let Some(agent) = self.agents.get_mut(&key) else {
+            return;
+        };
+        let outcome = match agent.handle_stun(now, comp, local, source, data) {
+            Ok(Some(t)) => {
+                self.ports.send(&t.source, t.destination, &t.bytes);
+                "answered"
+            }
+            Ok(None) => "ignored",
+            Err(e) => {
+                tracing::debug!(call_id = %key.0, %local, %source, error = %e, "STUN dropped");
+                "dropped"
+            }
+        };
+        *self.ice_checks.entry(outcome).or_default() += 1;
+        self.ice_events(&key);
+    }
+
+    fn ice_events(&mut self, key: &(String, String, u64)) {
+        let mut nominated = Vec::new();
+        if let Some(agent) = self.agents.get_mut(key) {
+            while let Some(ev) = agent.poll_event() {
+                match ev {
+                    IceEvent::PairNominated { local, remote, .. }
+                    | IceEvent::NominatedPairChanged { local, remote, .. } => {
+                        nominated.push((local, remote))
+                    }
+                    IceEvent::PairValidated {
+                        local,
+                        remote,
+                        peer_reflexive,
+                        ..
+                    } => {
+                        tracing::info!(call_id = %key.0, %local, %remote, peer_reflexive, "ICE pair validated");
+                    }
+                    IceEvent::ConsentExpired { local, remote, .. } => {
+                        tracing::info!(call_id = %key.0, %local, %remote, "ICE consent expired");
+                    }
+                }
+            }
+        }
+        for (local, remote) in nominated {
+            match self.sessions.ice_nominated(local, &key.1, remote) {
+                Ok(entries) => {
+                    tracing::info!(call_id = %key.0, %local, %remote, "ICE pair nominated");
+                    self.apply(&key.0, entries);
+                }
+                Err(e) => {
+                    tracing::warn!(call_id = %key.0, %local, %remote, error = %e, "ICE nomination")
+                }
+            }
+        }
     }
 
     fn apply(&mut self, call_id: &str, new: Vec<ForwardingEntry>) {
@@ -499,9 +614,7 @@ impl Engine {
         } = inbound;
         let Some(&first) = data.first() else { return };
         match first {
-            0..=3 => {
-                tracing::debug!(%local, %source, "STUN on a relay port (no ICE agent on this leg)")
-            }
+            0..=3 => self.stun(now, local, source, &data),
             20..=63 => {
                 tracing::debug!(%local, %source, "DTLS on a relay port: not supported, dropped")
             }
@@ -576,6 +689,13 @@ impl Engine {
                 }
             }
         }
+        let keys: Vec<_> = self.agents.keys().cloned().collect();
+        for key in keys {
+            if let Some(a) = self.agents.get_mut(&key) {
+                a.handle_timeout(now);
+            }
+            self.ice_events(&key);
+        }
         for (call_id, t) in seen {
             if let Some(m) = self.meta.get_mut(&call_id)
                 && t > m.last_activity
@@ -640,7 +760,11 @@ impl Engine {
                 .iter()
                 .map(|((c, r), n)| (c.clone(), r.clone(), *n))
                 .collect(),
-            ice_checks: Vec::new(),
+            ice_checks: self
+                .ice_checks
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
             userspace_forwarded: self.userspace_forwarded,
         }
     }

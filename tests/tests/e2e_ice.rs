@@ -1,0 +1,188 @@
+//! ICE on leg A with mandatory termination (RFC 7584 s.4.2), plain RTP on leg B: str0m's `is`
+//! agent, an ICE implementation nobody here wrote, runs as the controlling caller against the
+//! relay daemon's ICE-lite agent; only after its nomination does media flow, through XDP.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use is::{
+    Candidate, IceAgent, IceAgentEvent, IceCreds, Protocol,
+    stun::{StunMessage, StunPacket},
+};
+use relay_tests::{
+    daemon::{Daemon, ng_call},
+    netns::Bpffs,
+    topology::{RELAY_SERVICE, Topology},
+};
+use serde_json::json;
+
+fn attr<'a>(sdp: &'a str, name: &str) -> &'a str {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(&format!("a={name}:")))
+        .unwrap_or_else(|| panic!("no a={name} in\n{sdp}"))
+        .trim()
+}
+
+fn media_addr(sdp: &str) -> SocketAddr {
+    let ip = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap()
+        .trim();
+    let port = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    format!("{ip}:{port}").parse().unwrap()
+}
+
+#[test]
+fn ice_caller_against_terminating_relay() {
+    if !relay_tests::privileged("ice_caller_against_terminating_relay") {
+        return;
+    }
+    let t = Topology::new().unwrap();
+    let bpffs = Bpffs::new(&t.prefix).unwrap();
+    let [d1, d2, d3] = t.relay_devices();
+    let listen = format!("--listen=pub/{RELAY_SERVICE}");
+    let _d = Daemon::start(
+        &t.relay,
+        &bpffs.path().join("relay"),
+        &[&listen, "-i", d1, "-i", d2, "-i", d3, "--detach"],
+    )
+    .unwrap();
+
+    let caller_creds = IceCreds::new();
+    let offer_sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 10.1.1.2\r\ns=-\r\nc=IN IP4 10.1.1.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n\
+         a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=candidate:1 1 UDP 2130706431 10.1.1.2 4000 typ host\r\na=sendrecv\r\n",
+        caller_creds.ufrag, caller_creds.pass
+    );
+    let offer = ng_call(&t.relay, json!({"command": "offer", "call-id": "ice-1", "from-tag": "A", "sdp": offer_sdp, "ICE": "force"})).unwrap();
+    let to_b = offer["sdp"].as_str().unwrap().to_owned();
+    assert!(
+        !to_b.contains("a=ice-ufrag:") || !to_b.contains(&caller_creds.ufrag),
+        "caller's credentials leaked to B:\n{to_b}"
+    );
+    assert!(
+        !to_b.contains("10.1.1.2 4000 typ host"),
+        "caller's candidates leaked to B:\n{to_b}"
+    );
+    let relay_b = media_addr(&to_b);
+    let answer = ng_call(
+        &t.relay,
+        json!({"command": "answer", "call-id": "ice-1", "from-tag": "A", "to-tag": "B",
+               "sdp": "v=0\r\no=- 2 2 IN IP4 10.1.2.2\r\ns=-\r\nc=IN IP4 10.1.2.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=sendrecv\r\n"}),
+    )
+    .unwrap();
+    let to_a = answer["sdp"].as_str().unwrap().to_owned();
+    assert!(to_a.contains("a=ice-lite\r\n"), "{to_a}");
+    let relay_a = media_addr(&to_a);
+    assert_eq!(relay_a.ip().to_string(), RELAY_SERVICE);
+    let relay_creds = IceCreds {
+        ufrag: attr(&to_a, "ice-ufrag").to_owned(),
+        pass: attr(&to_a, "ice-pwd").to_owned(),
+    };
+    assert_ne!(
+        relay_creds.ufrag, caller_creds.ufrag,
+        "fresh credentials per leg"
+    );
+
+    let callee = t
+        .callee
+        .ns
+        .run(|| {
+            let s = UdpSocket::bind("10.1.2.2:5000").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            s
+        })
+        .unwrap();
+
+    // The caller: `is` as controlling agent, then RTP from the same socket.
+    let (nominated, caller) = t
+        .caller
+        .ns
+        .run(move || {
+            let sock = UdpSocket::bind("10.1.1.2:4000").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let local: SocketAddr = "10.1.1.2:4000".parse().unwrap();
+            let mut agent = IceAgent::new(caller_creds);
+            agent.set_controlling(true);
+            agent.set_remote_credentials(relay_creds);
+            agent.add_local_candidate(Candidate::host(local, "udp").unwrap());
+            agent.add_remote_candidate(Candidate::host(relay_a, "udp").unwrap());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut nominated = None;
+            let mut buf = [0u8; 1500];
+            while Instant::now() < deadline && nominated.is_none() {
+                agent.handle_timeout(Instant::now());
+                while let Some(tx) = agent.poll_transmit() {
+                    sock.send_to(&tx.contents, tx.destination).unwrap();
+                }
+                while let Some(e) = agent.poll_event() {
+                    if let IceAgentEvent::NominatedSend { destination, .. } = e {
+                        nominated = Some(destination);
+                    }
+                }
+                if let Ok((n, src)) = sock.recv_from(&mut buf)
+                    && let Ok(message) = StunMessage::parse(&buf[..n])
+                {
+                    let pkt = StunPacket {
+                        proto: Protocol::Udp,
+                        source: src,
+                        destination: local,
+                        message,
+                    };
+                    agent.handle_packet(Instant::now(), pkt);
+                }
+            }
+            (nominated, sock)
+        })
+        .unwrap();
+    assert_eq!(
+        nominated,
+        Some(relay_a),
+        "the independent agent nominated the relay's candidate"
+    );
+    caller
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+
+    // Give the daemon a moment to turn the nomination into an entry, then media both ways.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut buf = [0u8; 2048];
+    for i in 0..20u16 {
+        let rtp = relay_tests::frames::rtp_payload(i);
+        caller.send_to(&rtp, relay_a).unwrap();
+        let (n, from) = callee
+            .recv_from(&mut buf)
+            .expect("callee receives the ICE caller's RTP");
+        assert_eq!((&buf[..n], from), (rtp.as_slice(), relay_b));
+        callee.send_to(&rtp, relay_b).unwrap();
+        let (n, from) = loop {
+            let (n, from) = caller.recv_from(&mut buf).expect("caller receives RTP");
+            if buf[0] >= 128 {
+                break (n, from);
+            }
+        };
+        assert_eq!((&buf[..n], from), (rtp.as_slice(), relay_a));
+    }
+    let st = ng_call(&t.relay, json!({"command": "statistics"})).unwrap();
+    let redirected = st["statistics"]["fastpath"]["redirect_forward"]["packets"]
+        .as_u64()
+        .unwrap();
+    let userspace = st["statistics"]["userspace forwarded packets"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        redirected >= 38 && userspace <= 2,
+        "redirected {redirected}, userspace {userspace}"
+    );
+}
