@@ -306,7 +306,11 @@ impl Engine {
                         "fast path": {"packets": f.packets, "bytes": f.bytes},
                         "last packet": last,
                     });
-                    if let (Some(peer), Value::Object(m)) = (leg.latched, &mut stream) {
+                    // Latched peer, or for ICE legs the nominated one the entry accepts from.
+                    let peer = leg
+                        .latched
+                        .or_else(|| self.entries.get(&local).and_then(|e| e.expected_source));
+                    if let (Some(peer), Value::Object(m)) = (peer, &mut stream) {
                         m.insert(
                             "endpoint".into(),
                             json!({"family": family(peer), "address": peer.ip().to_string(), "port": peer.port()}),

@@ -8,8 +8,9 @@ use std::{
 };
 
 use is::{
-    Candidate, IceAgent, IceAgentEvent, IceCreds, Protocol,
-    stun::{StunMessage, StunPacket},
+    Candidate, DefaultSha1HmacProvider, IceAgent, IceAgentEvent, IceCreds, Protocol,
+    Sha1HmacProvider,
+    stun::{StunMessage, StunPacket, TransId},
 };
 use relay_tests::{
     daemon::{Daemon, ng_call},
@@ -174,6 +175,64 @@ fn ice_caller_against_terminating_relay() {
         };
         assert_eq!((&buf[..n], from), (rtp.as_slice(), relay_a));
     }
+    // Attacks from the third host, after nomination: nothing reaches B, the entry stays.
+    let ufrag = attr(&to_a, "ice-ufrag").to_owned();
+    let codes = t
+        .attacker
+        .ns
+        .run(move || {
+            let sock = UdpSocket::bind("10.1.3.2:4000").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let hmac = |k: &[u8], p: &[&[u8]]| DefaultSha1HmacProvider.sha1_hmac(k, p);
+            let username = format!("{ufrag}:evil");
+            let mut codes = Vec::new();
+            for pwd in [Some("wrongwrongwrongwrongwrong"), None] {
+                let check = StunMessage::binding_request(
+                    &username,
+                    TransId::new(),
+                    true,
+                    1,
+                    2_130_706_431,
+                    true,
+                );
+                let mut buf = [0u8; 1500];
+                let n = check
+                    .to_bytes(pwd.map(str::as_bytes), &mut buf, hmac)
+                    .unwrap();
+                sock.send_to(&buf[..n], relay_a).unwrap();
+                let n = sock
+                    .recv(&mut buf)
+                    .expect("the relay answers a bad check with an error");
+                let m = relay_core::stun::StunMessage::parse(&buf[..n]).unwrap();
+                codes.push(m.attributes.error_code.map(|e| e.code));
+                assert!(!m.has_integrity(), "400/401 carry no MESSAGE-INTEGRITY");
+            }
+            for i in 0..10u16 {
+                sock.send_to(&relay_tests::frames::rtp_payload(900 + i), relay_a)
+                    .unwrap();
+            }
+            codes
+        })
+        .unwrap();
+    assert_eq!(codes, vec![Some(401), Some(400)]);
+    assert!(
+        callee.recv_from(&mut buf).is_err(),
+        "spoofed RTP must not reach B"
+    );
+    let q = ng_call(&t.relay, json!({"command": "query", "call-id": "ice-1"})).unwrap();
+    assert_eq!(
+        q["tags"]["A"]["medias"][0]["streams"][0]["endpoint"]["address"], "10.1.1.2",
+        "{q:#?}"
+    );
+    caller
+        .send_to(&relay_tests::frames::rtp_payload(77), relay_a)
+        .unwrap();
+    assert_eq!(
+        callee.recv_from(&mut buf).unwrap().0,
+        relay_tests::frames::rtp_payload(77).len()
+    );
+
     let st = ng_call(&t.relay, json!({"command": "statistics"})).unwrap();
     let redirected = st["statistics"]["fastpath"]["redirect_forward"]["packets"]
         .as_u64()
