@@ -179,54 +179,39 @@ impl Engine {
     }
 
     fn offer(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
-        let call_id = req
-            .required("call-id")
-            .map_err(|e| e.to_string())?
-            .to_owned();
-        let from_tag = req
-            .required("from-tag")
-            .map_err(|e| e.to_string())?
-            .to_owned();
-        let sdp = req.required("sdp").map_err(|e| e.to_string())?.to_owned();
+        let call_id = required(req, "call-id")?;
+        let from_tag = required(req, "from-tag")?;
+        let sdp = required(req, "sdp")?;
         let opts = req.offer_options().map_err(|e| e.to_string())?;
         let out = self
             .sessions
             .offer(&call_id, &from_tag, &sdp, &opts)
             .map_err(|e| e.to_string())?;
-        self.touch(now, &call_id);
-        self.sync_call(&call_id);
-        Ok(obj(json!({"result": "ok", "sdp": out})))
+        Ok(self.rewritten(now, &call_id, out))
     }
 
     fn answer(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
-        let call_id = req
-            .required("call-id")
-            .map_err(|e| e.to_string())?
-            .to_owned();
-        let from_tag = req
-            .required("from-tag")
-            .map_err(|e| e.to_string())?
-            .to_owned();
-        let to_tag = req
-            .required("to-tag")
-            .map_err(|e| e.to_string())?
-            .to_owned();
-        let sdp = req.required("sdp").map_err(|e| e.to_string())?.to_owned();
+        let call_id = required(req, "call-id")?;
+        let from_tag = required(req, "from-tag")?;
+        let to_tag = required(req, "to-tag")?;
+        let sdp = required(req, "sdp")?;
         let opts = req.answer_options().map_err(|e| e.to_string())?;
         let out = self
             .sessions
             .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
             .map_err(|e| e.to_string())?;
-        self.touch(now, &call_id);
-        self.sync_call(&call_id);
-        Ok(obj(json!({"result": "ok", "sdp": out})))
+        Ok(self.rewritten(now, &call_id, out))
+    }
+
+    /// After an offer or answer: the call's sockets, entries and agents follow the new state.
+    fn rewritten(&mut self, now: Instant, call_id: &str, sdp: String) -> Map<String, Value> {
+        self.touch(now, call_id);
+        self.sync_call(call_id);
+        obj(json!({"result": "ok", "sdp": sdp}))
     }
 
     fn delete(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
-        let call_id = req
-            .required("call-id")
-            .map_err(|e| e.to_string())?
-            .to_owned();
+        let call_id = required(req, "call-id")?;
         let from_tag = req
             .str("from-tag")
             .filter(|s| !s.is_empty())
@@ -842,6 +827,13 @@ fn monotonic_to_wall(ns: u64) -> SystemTime {
 
 fn epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A mandatory string key, or rtpengine's "No KEY in message" error.
+fn required(req: &Request, key: &'static str) -> Result<String, String> {
+    req.required(key)
+        .map(str::to_owned)
+        .map_err(|e| e.to_string())
 }
 
 fn obj(v: Value) -> Map<String, Value> {
