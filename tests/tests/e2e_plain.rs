@@ -182,3 +182,69 @@ fn plain_call_latches_forwards_and_deletes() {
         json!([])
     );
 }
+
+#[test]
+fn unknown_stream_flood_does_not_starve_control() {
+    if !relay_tests::privileged("unknown_stream_flood_does_not_starve_control") {
+        return;
+    }
+    let t = Topology::new().unwrap();
+    let bpffs = Bpffs::new(&t.prefix).unwrap();
+    let [d1, d2, d3] = t.relay_devices();
+    let listen = format!("--listen=pub/{RELAY_SERVICE}");
+    let _d = Daemon::start(
+        &t.relay,
+        &bpffs.path().join("relay"),
+        &[&listen, "-i", d1, "-i", d2, "-i", d3, "--detach"],
+    )
+    .unwrap();
+    let offer = ng_call(
+        &t.relay,
+        json!({"command": "offer", "call-id": "flood", "from-tag": "a", "sdp": sdp("10.1.1.2", 4000), "flags": ["strict-source"]}),
+    )
+    .unwrap();
+    let target = media_addr(offer["sdp"].as_str().unwrap());
+
+    // Bounded flood: at most 200k datagrams or 3 s, whichever comes first.
+    let flood = std::thread::spawn({
+        let ns_name = t.attacker.ns.name.clone();
+        move || {
+            let f = std::fs::File::open(format!("/run/netns/{ns_name}")).unwrap();
+            // SAFETY: setns on this thread only.
+            assert_eq!(
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) },
+                0
+            );
+            let s = UdpSocket::bind("10.1.3.2:0").unwrap();
+            let t0 = std::time::Instant::now();
+            let mut sent = 0u64;
+            while sent < 200_000 && t0.elapsed() < Duration::from_secs(3) {
+                let _ = s.send_to(&relay_tests::frames::rtp_payload(sent as u16), target);
+                sent += 1;
+            }
+            sent
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut answered = 0;
+    for _ in 0..10 {
+        if ng_call(&t.relay, json!({"command": "ping"})).is_ok_and(|r| r["result"] == "pong") {
+            answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = flood.join().unwrap();
+    assert!(sent > 1000, "flood too small to mean anything: {sent}");
+    assert_eq!(
+        answered, 10,
+        "NG pings answered during a flood of {sent} datagrams"
+    );
+    // And the flood changed nothing: no latch under strict source from the wrong address.
+    let q = ng_call(&t.relay, json!({"command": "query", "call-id": "flood"})).unwrap();
+    assert!(
+        q["tags"]["a"]["medias"][0]["streams"][0]
+            .get("endpoint")
+            .is_none(),
+        "{q:#?}"
+    );
+}
