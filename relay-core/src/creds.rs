@@ -13,7 +13,7 @@ pub const PWD_LEN: usize = 24;
 const _: () = assert!(UFRAG_LEN * 6 >= 24 && PWD_LEN * 6 >= 128);
 
 /// A ufrag/pwd pair, local or remote.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Credentials {
     pub ufrag: String,
     pub pwd: String,

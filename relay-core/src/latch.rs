@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 /// What the fast path does with a packet whose source is not the expected one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum MismatchPolicy {
     Drop,
     /// XDP_PASS to the daemon, which may re-latch (media handover).
@@ -13,7 +15,7 @@ pub enum MismatchPolicy {
 }
 
 /// How the peer address of a non-ICE leg is learned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum LatchMode {
     /// RFC 7362 restricted latching: only media from the signalled IP is latched.
     Restricted,
@@ -31,7 +33,9 @@ pub enum Component {
 }
 
 /// Identifies one media stream (one m= line of one call) across re-offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct StreamId(pub u64);
 
 /// Where a packet goes after rewriting: sent from a relay socket to a peer.

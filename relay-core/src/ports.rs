@@ -15,7 +15,7 @@ pub enum PortError {
 /// Hands out even RTP ports (RTCP = RTP + 1 when a pair is asked for) and takes them back.
 /// Allocation rotates through the range so a freed port is not reused at once, which keeps late
 /// packets of an ended call away from the next one.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PortAllocator {
     min: u16,
     max: u16,

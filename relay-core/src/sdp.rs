@@ -30,7 +30,7 @@ pub enum SdpError {
 }
 
 /// The terminator a line had in the input; inserted lines copy their neighbour's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum LineEnding {
     CrLf,
     Lf,
@@ -282,7 +282,7 @@ impl fmt::Display for Sdp {
 }
 
 /// Media direction (RFC 3264 s.5.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Direction {
     SendRecv,
     SendOnly,
@@ -319,7 +319,7 @@ impl SessionDesc {
 }
 
 /// What the relay reads from one m= section.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MediaDesc {
     pub index: usize,
     pub media: String,
@@ -351,14 +351,14 @@ impl MediaDesc {
 }
 
 /// `a=rtcp:port [IN IP4|IP6 addr]` (RFC 3605).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RtcpAttr {
     pub port: u16,
     pub addr: Option<IpAddr>,
 }
 
 /// One `a=candidate` (RFC 8839 s.5.1), the fields the relay uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Candidate {
     pub foundation: String,
     pub component: u16,

@@ -52,12 +52,14 @@ pub enum SessionError {
     AnswerMismatch { got: usize, want: usize },
     #[error("no relay endpoint {0}")]
     UnknownEndpoint(SocketAddr),
+    #[error("saved sessions were made for other logical interfaces")]
+    StateMismatch,
     #[error("endpoint {0} does not terminate ICE")]
     NotIce(SocketAddr),
 }
 
 /// IPv4 or IPv6, as in rtpengine's `address family` (IP4/IP6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AddressFamily {
     Ip4,
     Ip6,
@@ -83,7 +85,7 @@ impl fmt::Display for AddressFamily {
 }
 
 /// A logical interface: rtpengine's `NAME/BIND!ADVERTISED`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogicalInterface {
     pub name: String,
     /// Address the relay sockets (and XDP rewrites) use.
@@ -125,7 +127,7 @@ pub struct Config {
 }
 
 /// rtpengine's `ICE` key.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum IceOption {
     /// Strip all ICE attributes.
     Remove,
@@ -141,7 +143,7 @@ pub enum IceOption {
 }
 
 /// rtpengine's `rtcp-mux` key (RFC 5761); `None` passes the offerer's choice through.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RtcpMuxOption {
     #[default]
     None,
@@ -208,7 +210,7 @@ pub struct AnswerOptions {
 }
 
 /// How ICE runs on one leg of a stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum IceRole {
     /// No ICE on this leg: latching.
     None,
@@ -262,7 +264,7 @@ pub struct LatchOutcome {
     pub entries: Vec<ForwardingEntry>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct LocalStream {
     id: StreamId,
     rtp: Option<u16>,
@@ -273,14 +275,14 @@ struct LocalStream {
     ice: IceRole,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct RemoteStream {
     desc: MediaDesc,
     latched: [Option<SocketAddr>; 2],
     nominated: [Option<SocketAddr>; 2],
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Monologue {
     sdp: String,
     creds: Option<Credentials>,
@@ -290,7 +292,7 @@ struct Monologue {
     streams: Vec<RemoteStream>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Side {
     iface: usize,
     creds: Option<Credentials>,
@@ -305,7 +307,7 @@ impl Side {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Call {
     sides: [Side; 2],
     mux_option: RtcpMuxOption,
@@ -330,6 +332,16 @@ impl fmt::Debug for Sessions {
             .field("calls", &self.calls.len())
             .finish()
     }
+}
+
+/// Everything [`Sessions`] holds but its credential source, for persistence across daemon
+/// restarts. Opaque: it only round-trips through serde.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SessionsState {
+    interfaces: Vec<LogicalInterface>,
+    allocators: Vec<(IpAddr, PortAllocator)>,
+    calls: BTreeMap<String, Call>,
+    next_stream: u64,
 }
 
 /// Ports taken or given back by one operation; applied only once the operation cannot fail.
@@ -366,6 +378,32 @@ impl Sessions {
             next_stream: 1,
             creds: Box::new(creds),
         })
+    }
+
+    pub fn snapshot(&self) -> SessionsState {
+        SessionsState {
+            interfaces: self.interfaces.clone(),
+            allocators: self
+                .allocators
+                .iter()
+                .map(|(ip, a)| (*ip, a.clone()))
+                .collect(),
+            calls: self.calls.clone(),
+            next_stream: self.next_stream,
+        }
+    }
+
+    /// Sessions from a snapshot taken with the same logical interfaces as `config` (ports and
+    /// addresses in the snapshot are only valid for those).
+    pub fn restore(config: Config, state: SessionsState) -> Result<Sessions, SessionError> {
+        let mut s = Sessions::new(config)?;
+        if s.interfaces != state.interfaces {
+            return Err(SessionError::StateMismatch);
+        }
+        s.allocators = state.allocators.into_iter().collect();
+        s.calls = state.calls;
+        s.next_stream = state.next_stream;
+        Ok(s)
     }
 
     /// Ports in use on an interface's bind address.

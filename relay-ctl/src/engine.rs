@@ -73,13 +73,32 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// A new engine; calls saved in the state file by an earlier daemon are restored: their
+    /// sockets re-bound, agents re-created and entries re-applied over the pinned maps.
     pub fn new(cfg: Config, relay: Relay, ports: PortSockets) -> anyhow::Result<Engine> {
-        let sessions = Sessions::new(SessionConfig {
+        use anyhow::Context as _;
+        let scfg = SessionConfig {
             interfaces: cfg.interfaces.clone(),
             port_min: cfg.port_min,
             port_max: cfg.port_max,
-        })?;
-        Ok(Engine {
+        };
+        let saved: Option<Saved> = match crate::state_file::read(&cfg.state_file)
+            .with_context(|| format!("reading {}", cfg.state_file.display()))?
+        {
+            Some(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is not a saved session state; move it away to start without its calls",
+                    cfg.state_file.display()
+                )
+            })?),
+            None => None,
+        };
+        let sessions = match &saved {
+            Some(sv) => Sessions::restore(scfg, sv.sessions.clone())
+                .with_context(|| format!("restoring calls from {}", cfg.state_file.display()))?,
+            None => Sessions::new(scfg)?,
+        };
+        let mut engine = Engine {
             cfg,
             relay,
             ports,
@@ -103,7 +122,52 @@ impl Engine {
             agents: HashMap::new(),
             agent_of: HashMap::new(),
             ice_checks: BTreeMap::new(),
-        })
+        };
+        if let Some(sv) = saved {
+            let now = Instant::now();
+            for (local, slot) in sv.slots {
+                engine.free_slots.retain(|s| *s != slot);
+                engine.slots.insert(local, slot);
+            }
+            for (call_id, created) in sv.calls {
+                let created = UNIX_EPOCH + std::time::Duration::from_secs(created);
+                engine.meta.insert(
+                    call_id.clone(),
+                    CallMeta {
+                        created,
+                        created_at: now,
+                        last_signal: created,
+                        last_activity: now,
+                    },
+                );
+                engine.sync_call(&call_id);
+            }
+            engine.sessions_total = engine.meta.len() as u64;
+            tracing::info!(
+                calls = engine.meta.len(),
+                "calls restored from the state file"
+            );
+        }
+        Ok(engine)
+    }
+
+    /// Writes the sessions to the state file (atomically); a failure is logged, the call goes on.
+    fn persist(&self) {
+        let saved = Saved {
+            sessions: self.sessions.snapshot(),
+            calls: self
+                .meta
+                .iter()
+                .map(|(c, m)| (c.clone(), epoch(m.created)))
+                .collect(),
+            slots: self.slots.iter().map(|(a, s)| (*a, *s)).collect(),
+        };
+        let result = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|b| crate::state_file::write_atomic(&self.cfg.state_file, &b));
+        if let Err(e) = result {
+            tracing::warn!(path = %self.cfg.state_file.display(), error = %e, "saving sessions");
+        }
     }
 
     /// One NG datagram: `COOKIE SP DICTIONARY`. Returns the reply datagram, or nothing for input
@@ -155,6 +219,9 @@ impl Engine {
             .and_then(Value::as_str)
             .unwrap_or("?")
             .to_owned();
+        if result == "ok" && matches!(command.as_str(), "offer" | "answer" | "delete") {
+            self.persist();
+        }
         *self.ng_counts.entry((command, result)).or_default() += 1;
         let mut out = cookie.to_vec();
         out.push(b' ');
@@ -493,6 +560,7 @@ impl Engine {
                 Ok(entries) => {
                     tracing::info!(call_id = %key.0, %local, %remote, "ICE pair nominated");
                     self.apply(&key.0, entries);
+                    self.persist();
                 }
                 Err(e) => {
                     tracing::warn!(call_id = %key.0, %local, %remote, error = %e, "ICE nomination")
@@ -631,6 +699,7 @@ impl Engine {
                 Ok(outcome) if outcome.accepted => {
                     tracing::info!(%call_id, %local, %source, "latched");
                     self.apply(&call_id, outcome.entries);
+                    self.persist();
                     ok = verdict(self.entries.get(&local));
                 }
                 Ok(_) => {
@@ -700,6 +769,7 @@ impl Engine {
             .cloned()
             .collect();
         self.pending_deletes.retain(|(at, ..)| *at > now);
+        let mut changed = !due.is_empty();
         for (_, call_id, from, to) in due {
             if let Err(e) = self.delete_now(&call_id, from.as_deref(), to.as_deref()) {
                 tracing::debug!(%call_id, error = %e, "delayed delete");
@@ -716,12 +786,16 @@ impl Engine {
             })
             .map(|(c, _)| c.clone())
             .collect();
+        changed |= !expired.is_empty();
         for call_id in expired {
             tracing::info!(%call_id, "call timed out");
             if let Err(e) = self.delete_now(&call_id, None, None) {
                 tracing::warn!(%call_id, error = %e, "deleting timed-out call");
                 self.meta.remove(&call_id);
             }
+        }
+        if changed {
+            self.persist();
         }
     }
 
@@ -800,6 +874,14 @@ impl ReplyCache {
         self.order.push_back((now, cookie.to_vec()));
         self.expire(now);
     }
+}
+
+/// What the state file holds: the sessions, each call's creation time, the counter slots.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    sessions: relay_core::session::SessionsState,
+    calls: Vec<(String, u64)>,
+    slots: Vec<(SocketAddr, u32)>,
 }
 
 /// RFC 5761 s.4: on a muxed port, RTCP has payload types 192-223 in the second byte.

@@ -160,6 +160,22 @@ fn daemon_serves_ng_and_metrics_and_survives_restart() {
     assert_eq!(send(10), 20, "fast path keeps running with the daemon down");
     let d2 = Daemon::start(&relay, &pin_dir, &args).unwrap();
     assert_eq!(send(10), 30, "the restarted daemon uses the same maps");
+    // The call offered before the restart is known to the new daemon, with its ports.
+    assert!(state.exists(), "sessions saved to the state file");
+    let list = ng_call(&relay, json!({"command": "list"})).unwrap();
+    assert_eq!(list["calls"], json!(["c1"]));
+    let q = ng_call(&relay, json!({"command": "query", "call-id": "c1"})).unwrap();
+    assert!(
+        q["tags"]["t1"]["medias"][0]["streams"][0]["local port"]
+            .as_u64()
+            .is_some(),
+        "{q:#?}"
+    );
+    ng_call(&relay, json!({"command": "delete", "call-id": "c1"})).unwrap();
+    assert_eq!(
+        ng_call(&relay, json!({"command": "list"})).unwrap()["calls"],
+        json!([])
+    );
     drop(d2);
     let _ = std::fs::remove_file(&state);
     relay_ctl::persist::detach_all(&pin_dir).unwrap();

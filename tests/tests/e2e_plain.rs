@@ -248,3 +248,69 @@ fn unknown_stream_flood_does_not_starve_control() {
         "{q:#?}"
     );
 }
+
+#[test]
+fn call_survives_daemon_restart() {
+    if !relay_tests::privileged("call_survives_daemon_restart") {
+        return;
+    }
+    let t = Topology::new().unwrap();
+    let bpffs = Bpffs::new(&t.prefix).unwrap();
+    let pin_dir = bpffs.path().join("relay");
+    let state = std::env::temp_dir().join(format!("{}-state.json", t.prefix));
+    let state_arg = format!("--state-file={}", state.display());
+    let [d1, d2, d3] = t.relay_devices();
+    let listen = format!("--listen=pub/{RELAY_SERVICE}");
+    let args = [listen.as_str(), "-i", d1, "-i", d2, "-i", d3, &state_arg];
+    let mut first = Daemon::start(&t.relay, &pin_dir, &args).unwrap();
+
+    let caller = bind(&t.caller.ns, "10.1.1.2:4000");
+    let callee = bind(&t.callee.ns, "10.1.2.2:5000");
+    let offer = ng_call(
+        &t.relay,
+        json!({"command": "offer", "call-id": "r1", "from-tag": "a", "sdp": sdp("10.1.1.2", 4000)}),
+    )
+    .unwrap();
+    let relay_b = media_addr(offer["sdp"].as_str().unwrap());
+    let answer = ng_call(&t.relay, json!({"command": "answer", "call-id": "r1", "from-tag": "a", "to-tag": "b", "sdp": sdp("10.1.2.2", 5000)})).unwrap();
+    let relay_a = media_addr(answer["sdp"].as_str().unwrap());
+    let exchange = |n: u16| {
+        for i in 0..n {
+            let rtp = relay_tests::frames::rtp_payload(i);
+            caller.send_to(&rtp, relay_a).unwrap();
+            assert_eq!(recv(&callee).expect("callee receives").0, rtp);
+            callee.send_to(&rtp, relay_b).unwrap();
+            assert_eq!(recv(&caller).expect("caller receives").0, rtp);
+        }
+    };
+    exchange(10);
+    let packets = |q: &serde_json::Map<String, serde_json::Value>| {
+        q["tags"]["a"]["medias"][0]["streams"][0]["fast path"]["packets"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = packets(&ng_call(&t.relay, json!({"command": "query", "call-id": "r1"})).unwrap());
+
+    assert!(first.stop().unwrap());
+    exchange(10); // no daemon: the pinned program forwards alone
+    let _second = Daemon::start(&t.relay, &pin_dir, &args).unwrap();
+    exchange(10);
+    let q = ng_call(&t.relay, json!({"command": "query", "call-id": "r1"})).unwrap();
+    assert!(
+        packets(&q) >= before + 20,
+        "fast-path counters kept rising: {before} -> {}",
+        packets(&q)
+    );
+
+    ng_call(&t.relay, json!({"command": "delete", "call-id": "r1"})).unwrap();
+    caller
+        .send_to(&relay_tests::frames::rtp_payload(1), relay_a)
+        .unwrap();
+    assert!(
+        recv(&callee).is_none(),
+        "the restarted daemon's delete stops forwarding"
+    );
+    drop(_second);
+    let _ = std::fs::remove_file(&state);
+    relay_ctl::persist::detach_all(&pin_dir).unwrap();
+}
