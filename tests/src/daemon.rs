@@ -17,6 +17,8 @@ pub const NG: &str = "127.0.0.1:2223";
 
 pub struct Daemon {
     child: Option<Child>,
+    /// A state file the harness chose (removed on drop); None when the test passed its own.
+    own_state: Option<PathBuf>,
     pub netns: String,
     pub pin_dir: PathBuf,
 }
@@ -41,6 +43,10 @@ impl Daemon {
     /// Starts `relay-ctl daemon ARGS` in `ns` and waits until it answers an NG ping.
     pub fn start(ns: &Netns, pin_dir: &Path, args: &[&str]) -> Result<Daemon> {
         let bin = relay_ctl_bin()?;
+        // Never the host's default state file: each daemon gets its own unless the test says.
+        let own_state = (!args.iter().any(|a| a.starts_with("--state-file"))).then(|| {
+            std::env::temp_dir().join(format!("{}-{}-state.json", ns.name, std::process::id()))
+        });
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", ns.name))
             .arg(&bin)
@@ -48,6 +54,11 @@ impl Daemon {
             .arg("--pin-dir")
             .arg(pin_dir)
             .args(args)
+            .args(
+                own_state
+                    .iter()
+                    .map(|p| format!("--state-file={}", p.display())),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -57,6 +68,7 @@ impl Daemon {
             .with_context(|| format!("starting {}", bin.display()))?;
         let mut d = Daemon {
             child: Some(child),
+            own_state,
             netns: ns.name.clone(),
             pin_dir: pin_dir.to_owned(),
         };
@@ -100,6 +112,9 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.stop();
+        if let Some(p) = &self.own_state {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 

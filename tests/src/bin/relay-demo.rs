@@ -66,6 +66,7 @@ fn main() -> Result<()> {
 
 fn demo(p: &str, relay_ctl: &Path) -> Result<()> {
     let bpffs = Bpffs::new(p)?;
+    let state = std::env::temp_dir().join(format!("{p}-state.json"));
     let pin_dir = bpffs.path().join("relay");
     let caller = Netns::new(&format!("{p}-caller"))?;
     let relay = Netns::new(&format!("{p}-relay"))?;
@@ -98,6 +99,7 @@ fn demo(p: &str, relay_ctl: &Path) -> Result<()> {
                 "--detach",
             ])
             .arg(format!("--listen=pub/{RELAY_IP}"))
+            .arg(format!("--state-file={}", state.display()))
             .arg("--pin-dir")
             .arg(&pin_dir)
             .spawn()
@@ -160,6 +162,7 @@ fn demo(p: &str, relay_ctl: &Path) -> Result<()> {
     print!("{}", String::from_utf8_lossy(&out.stdout));
     let through = totals.get(Reason::PassUnknownStream).packets;
     drop(daemon);
+    let _ = std::fs::remove_file(&state);
     if through < sent {
         bail!("the XDP program counted {through} of {sent} datagrams");
     }
