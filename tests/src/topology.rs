@@ -12,6 +12,45 @@ pub const RELAY_SERVICE: &str = "10.99.0.1";
 /// IPv6 service address of the relay.
 pub const RELAY_SERVICE6: &str = "fd00:99::1";
 
+/// The address of the first audio m= line: its port with the c= address (IPv4).
+pub fn media_addr(sdp: &str) -> std::net::SocketAddr {
+    let ip = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .expect("c= line")
+        .trim();
+    let port = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .expect("m= line");
+    format!("{ip}:{port}").parse().expect("media address")
+}
+
+/// `relay-ctl daemon` arguments for this topology: the service address as the one logical
+/// interface and the XDP program on every relay-side device.
+impl Topology {
+    pub fn daemon_args(&self) -> Vec<String> {
+        let mut a = vec![format!("--listen=pub/{RELAY_SERVICE}")];
+        for d in self.relay_devices() {
+            a.push(format!("--interface={d}"));
+        }
+        a
+    }
+
+    /// Starts the daemon in the relay namespace with [`Topology::daemon_args`] and `extra`.
+    pub fn start_daemon(
+        &self,
+        pin_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<crate::daemon::Daemon> {
+        let mut args = self.daemon_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::daemon::Daemon::start(&self.relay, pin_dir, &args)
+    }
+}
+
 pub struct Host {
     pub ns: Netns,
     /// This host's end of its link to the relay.

@@ -13,9 +13,9 @@ use is::{
     stun::{StunMessage, StunPacket, TransId},
 };
 use relay_tests::{
-    daemon::{Daemon, ng_call},
+    daemon::ng_call,
     netns::Bpffs,
-    topology::{RELAY_SERVICE, Topology},
+    topology::{RELAY_SERVICE, Topology, media_addr},
 };
 use serde_json::json;
 
@@ -26,22 +26,6 @@ fn attr<'a>(sdp: &'a str, name: &str) -> &'a str {
         .trim()
 }
 
-fn media_addr(sdp: &str) -> SocketAddr {
-    let ip = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
-        .unwrap()
-        .trim();
-    let port = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap();
-    format!("{ip}:{port}").parse().unwrap()
-}
-
 #[test]
 fn ice_caller_against_terminating_relay() {
     if !relay_tests::privileged("ice_caller_against_terminating_relay") {
@@ -49,14 +33,9 @@ fn ice_caller_against_terminating_relay() {
     }
     let t = Topology::new().unwrap();
     let bpffs = Bpffs::new(&t.prefix).unwrap();
-    let [d1, d2, d3] = t.relay_devices();
-    let listen = format!("--listen=pub/{RELAY_SERVICE}");
-    let _d = Daemon::start(
-        &t.relay,
-        &bpffs.path().join("relay"),
-        &[&listen, "-i", d1, "-i", d2, "-i", d3, "--detach"],
-    )
-    .unwrap();
+    let _d = t
+        .start_daemon(&bpffs.path().join("relay"), &["--detach"])
+        .unwrap();
 
     let caller_creds = IceCreds::new();
     let offer_sdp = format!(

@@ -8,9 +8,9 @@ use std::{
 };
 
 use relay_tests::{
-    daemon::{Daemon, ng_call},
+    daemon::ng_call,
     netns::{Bpffs, Netns},
-    topology::{RELAY_SERVICE, Topology},
+    topology::{RELAY_SERVICE, Topology, media_addr},
 };
 use serde_json::json;
 
@@ -18,21 +18,6 @@ fn sdp(ip: &str, port: u16) -> String {
     format!(
         "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=sendrecv\r\n"
     )
-}
-
-/// The port of the first m= line and the c= address of an SDP.
-fn media_addr(sdp: &str) -> SocketAddr {
-    let ip = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
-        .expect("c= line")
-        .trim();
-    let port = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|r| r.split(' ').next())
-        .expect("m= line");
-    format!("{ip}:{port}").parse().unwrap()
 }
 
 fn bind(ns: &Netns, addr: &str) -> UdpSocket {
@@ -61,27 +46,12 @@ fn plain_call_latches_forwards_and_deletes() {
     let t = Topology::new().unwrap();
     let bpffs = Bpffs::new(&t.prefix).unwrap();
     let pin_dir = bpffs.path().join("relay");
-    let [d1, d2, d3] = t.relay_devices();
-    let listen = format!("--listen=pub/{RELAY_SERVICE}");
-    let _d = Daemon::start(
-        &t.relay,
-        &pin_dir,
-        &[
-            &listen,
-            "-i",
-            d1,
-            "-i",
-            d2,
-            "-i",
-            d3,
-            "--port-min",
-            "30000",
-            "--port-max",
-            "30100",
-            "--detach",
-        ],
-    )
-    .unwrap();
+    let _d = t
+        .start_daemon(
+            &pin_dir,
+            &["--port-min", "30000", "--port-max", "30100", "--detach"],
+        )
+        .unwrap();
 
     let caller = bind(&t.caller.ns, "10.1.1.2:4000");
     let callee = bind(&t.callee.ns, "10.1.2.2:5000");
@@ -190,14 +160,9 @@ fn unknown_stream_flood_does_not_starve_control() {
     }
     let t = Topology::new().unwrap();
     let bpffs = Bpffs::new(&t.prefix).unwrap();
-    let [d1, d2, d3] = t.relay_devices();
-    let listen = format!("--listen=pub/{RELAY_SERVICE}");
-    let _d = Daemon::start(
-        &t.relay,
-        &bpffs.path().join("relay"),
-        &[&listen, "-i", d1, "-i", d2, "-i", d3, "--detach"],
-    )
-    .unwrap();
+    let _d = t
+        .start_daemon(&bpffs.path().join("relay"), &["--detach"])
+        .unwrap();
     let offer = ng_call(
         &t.relay,
         json!({"command": "offer", "call-id": "flood", "from-tag": "a", "sdp": sdp("10.1.1.2", 4000), "flags": ["strict-source"]}),
@@ -259,10 +224,7 @@ fn call_survives_daemon_restart() {
     let pin_dir = bpffs.path().join("relay");
     let state = std::env::temp_dir().join(format!("{}-state.json", t.prefix));
     let state_arg = format!("--state-file={}", state.display());
-    let [d1, d2, d3] = t.relay_devices();
-    let listen = format!("--listen=pub/{RELAY_SERVICE}");
-    let args = [listen.as_str(), "-i", d1, "-i", d2, "-i", d3, &state_arg];
-    let mut first = Daemon::start(&t.relay, &pin_dir, &args).unwrap();
+    let mut first = t.start_daemon(&pin_dir, &[&state_arg]).unwrap();
 
     let caller = bind(&t.caller.ns, "10.1.1.2:4000");
     let callee = bind(&t.callee.ns, "10.1.2.2:5000");
@@ -293,7 +255,7 @@ fn call_survives_daemon_restart() {
 
     assert!(first.stop().unwrap());
     exchange(10); // no daemon: the pinned program forwards alone
-    let _second = Daemon::start(&t.relay, &pin_dir, &args).unwrap();
+    let _second = t.start_daemon(&pin_dir, &[&state_arg]).unwrap();
     exchange(10);
     let q = ng_call(&t.relay, json!({"command": "query", "call-id": "r1"})).unwrap();
     assert!(
