@@ -11,12 +11,9 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use relay_common::{
-    config::{CONFIG_SYMBOL, RelayConfig},
-    names,
-};
+use relay_common::{config::RelayConfig, names};
 
-use crate::xdp::{AttachMode, OBJECT, Relay, XdpError};
+use crate::xdp::{AttachMode, Relay, XdpError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -69,14 +66,10 @@ pub fn load(config: &RelayConfig, pin_dir: &Path) -> Result<Relay, PersistError>
         source,
     })?;
     let mut loader = EbpfLoader::new();
-    loader.override_global(CONFIG_SYMBOL, config, true);
     for name in PERSISTENT_MAPS {
         loader.map_pin_path(name, pin_dir.join(name));
     }
-    let ebpf = loader.load(OBJECT).map_err(XdpError::from)?;
-    let mut relay = Relay { ebpf };
-    relay.program()?.load()?;
-    Ok(relay)
+    Ok(Relay::load_with(&mut loader, config)?)
 }
 
 /// Attaches to `iface`, taking over a link an earlier daemon pinned, or pinning a new one.

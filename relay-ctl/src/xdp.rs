@@ -76,7 +76,15 @@ impl Relay {
     /// Loads the object with `config` as its read-only configuration and loads the program
     /// into the kernel (the verifier runs here).
     pub fn load(config: &RelayConfig) -> Result<Relay, XdpError> {
-        let mut ebpf = EbpfLoader::new()
+        Relay::load_with(&mut EbpfLoader::new(), config)
+    }
+
+    /// Like [`Relay::load`], with a loader the caller has prepared (map pin paths).
+    pub fn load_with<'a>(
+        loader: &mut EbpfLoader<'a>,
+        config: &'a RelayConfig,
+    ) -> Result<Relay, XdpError> {
+        let mut ebpf = loader
             .override_global(CONFIG_SYMBOL, config, true)
             .load(OBJECT)?;
         program_mut(&mut ebpf)?.load()?;
@@ -112,23 +120,6 @@ impl Relay {
             .map(names::STATS_MAP)
             .ok_or(XdpError::MissingMap(names::STATS_MAP))?;
         Ok(PerCpuArray::try_from(map)?)
-    }
-
-    /// Pins the stats map under `dir` so `relay-ctl stats` can read it from another process.
-    pub fn pin_maps(&self, dir: &Path) -> Result<(), XdpError> {
-        std::fs::create_dir_all(dir).map_err(|source| XdpError::PinDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let path = dir.join(names::STATS_MAP);
-        // A stale pin from an earlier run would make pinning fail.
-        let _ = std::fs::remove_file(&path);
-        let map = self
-            .ebpf
-            .map(names::STATS_MAP)
-            .ok_or(XdpError::MissingMap(names::STATS_MAP))?;
-        map.pin(&path)
-            .map_err(|source| XdpError::Pin { path, source })
     }
 }
 

@@ -27,30 +27,6 @@ pub fn media_addr(sdp: &str) -> std::net::SocketAddr {
     format!("{ip}:{port}").parse().expect("media address")
 }
 
-/// `relay-ctl daemon` arguments for this topology: the service address as the one logical
-/// interface and the XDP program on every relay-side device.
-impl Topology {
-    pub fn daemon_args(&self) -> Vec<String> {
-        let mut a = vec![format!("--listen=pub/{RELAY_SERVICE}")];
-        for d in self.relay_devices() {
-            a.push(format!("--interface={d}"));
-        }
-        a
-    }
-
-    /// Starts the daemon in the relay namespace with [`Topology::daemon_args`] and `extra`.
-    pub fn start_daemon(
-        &self,
-        pin_dir: &std::path::Path,
-        extra: &[&str],
-    ) -> Result<crate::daemon::Daemon> {
-        let mut args = self.daemon_args();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        crate::daemon::Daemon::start(&self.relay, pin_dir, &args)
-    }
-}
-
 pub struct Host {
     pub ns: Netns,
     /// This host's end of its link to the relay.
@@ -104,6 +80,28 @@ impl Topology {
             self.callee.relay_dev.as_str(),
             self.attacker.relay_dev.as_str(),
         ]
+    }
+
+    /// `relay-ctl daemon` arguments for this topology: the service address as the one logical
+    /// interface and the XDP program on every relay-side device.
+    pub fn daemon_args(&self) -> Vec<String> {
+        let mut a = vec![format!("--listen=pub/{RELAY_SERVICE}")];
+        for d in self.relay_devices() {
+            a.push(format!("--interface={d}"));
+        }
+        a
+    }
+
+    /// Starts the daemon in the relay namespace with [`Topology::daemon_args`] and `extra`.
+    pub fn start_daemon(
+        &self,
+        pin_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<crate::daemon::Daemon> {
+        let mut args = self.daemon_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::daemon::Daemon::start(&self.relay, pin_dir, &args)
     }
 }
 
