@@ -8,7 +8,10 @@
 mod net;
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action::XDP_TX},
+    bindings::{
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, bpf_fib_lookup as FibParams,
+        xdp_action::XDP_TX,
+    },
     helpers::generated::{
         bpf_csum_diff, bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_load_bytes,
     },
@@ -570,7 +573,14 @@ fn next_hop(ctx: &XdpContext, v6: bool, e: &StreamEntry) -> Result<Hop, Reason> 
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     let ingress = ctx.ingress_ifindex() as u32;
-    p.ifindex = ingress;
+    let mut flags = 0;
+    if e.egress_ifindex == 0 {
+        p.ifindex = ingress;
+    } else {
+        // An output lookup constrained to the configured device, as `ip route get ... oif`.
+        p.ifindex = e.egress_ifindex;
+        flags = BPF_FIB_LOOKUP_OUTPUT;
+    }
     p.l4_protocol = 17;
     p.sport = e.src.port;
     p.dport = e.dst.port;
@@ -602,7 +612,7 @@ fn next_hop(ctx: &XdpContext, v6: bool, e: &StreamEntry) -> Result<Hop, Reason> 
             ctx.ctx.cast(),
             &mut p,
             core::mem::size_of::<FibParams>() as i32,
-            0,
+            flags,
         )
     };
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {

@@ -45,7 +45,7 @@ fn entry(
         mismatch: mismatch as u8,
         _pad: [0; 2],
         counter_slot: slot,
-        _pad2: 0,
+        egress_ifindex: 0,
     }
 }
 
@@ -294,6 +294,24 @@ fn cases() -> Vec<Case> {
             expect: to_b4(),
         },
         Case {
+            name: "FIB picks the preferred route (via A)",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30092", &rtp),
+            reason: Reason::TxForward,
+            expect: Expect::Forwarded(Fwd {
+                smac: MAC_A,
+                dmac: NEIGH_A3,
+                src: sa("10.10.1.1:30093"),
+                dst: sa("10.10.9.9:7000"),
+                zero_csum: false,
+            }),
+        },
+        Case {
+            name: "egress device pinned to B",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30094", &rtp),
+            reason: Reason::RedirectForward,
+            expect: to_b("10.10.2.1:30095", "10.10.9.9:7000"),
+        },
+        Case {
             name: "entry mixing families",
             frame: v4(Vlan::None, from_a, "10.10.1.1:30070", &rtp),
             reason: Reason::PassFamilyChange,
@@ -476,6 +494,21 @@ fn setup(ns: &Netns, p: &str) -> (String, String) {
     neigh("10.10.1.2", "02:00:00:00:01:02", &a);
     neigh("10.10.1.3", "02:00:00:00:01:03", &a);
     neigh("10.10.2.2", "02:00:00:00:02:02", &b);
+    // One prefix reachable both ways: the FIB prefers A, an entry can pin its egress to B.
+    for (via, dev, metric) in [("10.10.1.3", &a, "10"), ("10.10.2.2", &b, "20")] {
+        ns.ip(&[
+            "route",
+            "add",
+            "10.10.9.0/24",
+            "via",
+            via,
+            "dev",
+            dev,
+            "metric",
+            metric,
+        ])
+        .unwrap();
+    }
     ns.ip(&["-6", "addr", "add", "fd10:1::1/64", "dev", &a, "nodad"])
         .unwrap();
     ns.ip(&["-6", "addr", "add", "fd10:2::1/64", "dev", &b, "nodad"])
@@ -615,6 +648,31 @@ fn fast_path_table_under_prog_test_run() {
                         d,
                         0,
                     ),
+                ),
+                (
+                    "10.10.1.1:30092",
+                    entry(
+                        11,
+                        "10.10.1.2:4000",
+                        "10.10.1.1:30093",
+                        "10.10.9.9:7000",
+                        d,
+                        0,
+                    ),
+                ),
+                (
+                    "10.10.1.1:30094",
+                    StreamEntry {
+                        egress_ifindex: ib,
+                        ..entry(
+                            12,
+                            "10.10.1.2:4000",
+                            "10.10.2.1:30095",
+                            "10.10.9.9:7000",
+                            d,
+                            0,
+                        )
+                    },
                 ),
                 (
                     "[fd10:1::1]:30080",
