@@ -21,6 +21,16 @@ enum Cmd {
     Setup,
     /// Build, start the relay on a throwaway namespace topology, show traffic crossing XDP.
     Demo,
+    /// Forwarding rate and ns/packet against the floor program (and rtpengine with --peers);
+    /// writes bench/results/latest.md and latest.png.
+    Bench {
+        /// Install Debian's rtpengine-daemon if needed and measure it on the same topology.
+        #[arg(long)]
+        peers: bool,
+        /// Shorter trials and fewer search steps: a smoke run with rougher numbers.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run every check and test: fmt, clippy (host and eBPF), unit, kernel, end-to-end, fuzz.
     Test {
         /// Seconds each fuzz target runs for.
@@ -70,6 +80,19 @@ fn run() -> Result<()> {
             )
         }
         Cmd::Test { fuzz_seconds } => test(&env, fuzz_seconds),
+        Cmd::Bench { peers, quick } => {
+            require_root("the bench creates network namespaces and loads XDP")?;
+            setup::ensure_bench(peers)?;
+            cargo(&env, &["build", "--package", "relay-bench"])?;
+            let mut args = vec!["run", "--quiet", "--package", "relay-bench", "--"];
+            if peers {
+                args.push("--peers");
+            }
+            if quick {
+                args.push("--quick");
+            }
+            cargo(&env, &args)
+        }
     }
 }
 
