@@ -262,8 +262,9 @@ impl Engine {
     fn answer(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
         let call_id = required(req, "call-id")?;
         let from_tag = required(req, "from-tag")?;
-        let to_tag = required(req, "to-tag")?;
+        // rtpengine's order of checks, so a request missing both gets the same error.
         let sdp = required_sdp(req)?;
+        let to_tag = required(req, "to-tag")?;
         let opts = req.answer_options().map_err(|e| e.to_string())?;
         let out = self
             .sessions
