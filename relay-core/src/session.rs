@@ -205,8 +205,9 @@ pub struct OfferOptions {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnswerOptions {
     /// rtpengine's `ICE` key in the answer, towards the offerer: `Force` makes the relay the
-    /// offerer's only (ICE-lite) candidate, `Remove` strips ICE; absent or other values keep
-    /// what the offer settled.
+    /// offerer's only (ICE-lite) candidate, `Remove` strips ICE; absent or `Default` does the
+    /// same as `Force` for an offerer that sent ICE (even if the offer removed it towards the
+    /// answerer, as rtpengine does); other values keep what the offer settled.
     pub ice: Option<IceOption>,
     pub flags: Flags,
     pub replace: Replace,
@@ -597,7 +598,15 @@ impl Sessions {
                 ss.ice = IceRole::Terminated;
             }
         }
+        let offerer_ice = call.sides[s].active().is_some_and(|m| m.creds.is_some());
         match opts.ice {
+            None | Some(IceOption::Default) if offerer_ice => {
+                for st in call.sides[s].streams.iter_mut() {
+                    if st.rtp.is_some() && st.ice == IceRole::None {
+                        st.ice = IceRole::Terminated;
+                    }
+                }
+            }
             Some(IceOption::Force) => {
                 for st in call.sides[s]
                     .streams

@@ -757,4 +757,29 @@ fn ice_key_in_the_answer_forces_or_removes_ice_towards_the_offerer() {
     assert!(!ans.contains("a=ice-"), "{ans}");
     assert!(!ans.contains("a=candidate"), "{ans}");
     assert!(s.ice_legs("r").iter().all(|l| l.tag != "A"));
+
+    // ICE=remove in the offer only: the answer (no ICE key) gives the ICE offerer the relay as
+    // its ICE-lite candidate, as rtpengine does; the answerer never saw ICE.
+    let mut s = sessions();
+    let remove_offer = OfferOptions {
+        ice: IceOption::Remove,
+        ..Default::default()
+    };
+    let to_b = s.offer("d", "A", &with_ice, &remove_offer).unwrap();
+    assert!(!to_b.contains("a=ice-"), "{to_b}");
+    let ans = s
+        .answer(
+            "d",
+            "A",
+            "B",
+            &answer_sdp("198.51.100.20", 5000),
+            &AnswerOptions::default(),
+        )
+        .unwrap();
+    assert!(ans.contains("a=ice-ufrag:"), "{ans}");
+    assert!(
+        s.ice_legs("d")
+            .iter()
+            .any(|l| l.tag == "A" && l.role == IceRole::Terminated)
+    );
 }

@@ -68,9 +68,13 @@ fn run(c: &Case) {
     if std::env::var("DUMP").is_ok() {
         println!("== {} offer\n{out}", c.name);
     }
-    let ans = s
-        .answer("call", "A", "B", &crlf(c.answer), &AnswerOptions::default())
-        .unwrap();
+    // A proxy that removes ICE says so in the answer too; without it an ICE offerer gets the
+    // relay as its candidate back (session_flow tests that).
+    let aopts = AnswerOptions {
+        ice: (c.opts.ice == IceOption::Remove).then_some(IceOption::Remove),
+        ..Default::default()
+    };
+    let ans = s.answer("call", "A", "B", &crlf(c.answer), &aopts).unwrap();
     if std::env::var("DUMP").is_ok() {
         println!("== {} answer\n{ans}", c.name);
         return;
