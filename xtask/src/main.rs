@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the eBPF build and the tests need (idempotent).
+    /// Install what the eBPF build and the tests need, rtpengine included (idempotent).
     Setup,
     /// Build, start the relay on a throwaway namespace topology, show traffic crossing XDP.
     Demo,
@@ -53,7 +53,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let env = setup::ensure()?;
     match cli.cmd {
-        Cmd::Setup => Ok(()),
+        Cmd::Setup => setup::install_peers(),
         Cmd::Demo => {
             require_root("the demo creates network namespaces and loads XDP")?;
             cargo(
@@ -112,6 +112,8 @@ fn test(env: &setup::Env, fuzz_seconds: u32) -> Result<()> {
         }
         eprintln!("xtask: not root: privileged tests will report SKIPPED");
     }
+    // The NG equivalence tests run Debian's rtpengine next to our daemon.
+    setup::install_peers()?;
     step("cargo fmt --check");
     cargo(env, &["fmt", "--all", "--check"])?;
     step("clippy (workspace)");
