@@ -123,6 +123,22 @@ pub fn ensure() -> Result<Env> {
     Ok(Env { llvm_bin })
 }
 
+/// What `cargo xtask bench` needs beyond the build: a font for the plot's labels, and
+/// rtpengine when it is measured too.
+pub fn ensure_bench(peers: bool) -> Result<()> {
+    const FONT: &str = "fonts-dejavu-core";
+    if deb_installed(FONT) {
+        report(FONT, "present");
+    } else {
+        apt_install(&[FONT.to_owned()])?;
+        report(FONT, "installed");
+    }
+    if peers {
+        install_peers()?;
+    }
+    Ok(())
+}
+
 /// Debian package of the reference NG implementation the equivalence tests run next to ours.
 const PEER_PACKAGE: &str = "rtpengine-daemon";
 /// Where Debian's invoke-rc.d looks for a policy; exit code 101 means "do not start services".
