@@ -2,17 +2,12 @@
 //! relay's own parse and a redirect, no lookup, no rewrite) and rtpengine, on a throwaway
 //! generator -> relay -> sink namespace topology. Writes a markdown table and a PNG plot.
 
+mod peers;
 mod report;
 mod topo;
 mod traffic;
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    process::ExitCode,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -74,7 +69,13 @@ fn sa(ip: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::from((ip, port))
 }
 
-fn stream_entry(slot: u32, expected: SocketAddr, src: SocketAddr, dst: SocketAddr, flags: u8) -> StreamEntry {
+fn stream_entry(
+    slot: u32,
+    expected: SocketAddr,
+    src: SocketAddr,
+    dst: SocketAddr,
+    flags: u8,
+) -> StreamEntry {
     StreamEntry {
         stream_id: u64::from(slot),
         expected: Endpoint::from(expected),
@@ -100,6 +101,11 @@ fn cmd_out(cmd: &str, args: &[&str]) -> String {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    if std::env::var_os("RUST_LOG").is_none() {
+        // The daemon measured for NG inherits this: one log line per call would drown the bar.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("run as root: the bench creates network namespaces and loads XDP");
@@ -130,7 +136,9 @@ fn run() -> Result<()> {
 
     let searches = 1 + OFFERED.len() as u64 + u64::from(args.peers);
     let bar = ProgressBar::new(searches * (1 + u64::from(steps)));
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} trials  {msg}")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} trials  {msg}",
+    )?);
     let loop_frame = rtp_frame(&t, SINK_ADDR, LOOP_PORT, 1);
     let live = |label: &str, streams: u32, drain_ms: u64| {
         let (config, frame) = gen_config(&t, STREAM_ADDR_BASE, PORT_BASE, streams, PORTS_PER_ADDR);
@@ -156,7 +164,10 @@ fn run() -> Result<()> {
         let g1_index = relay_ctl::xdp::ifindex(&g1).context("g1")?;
         let mut devmap = DevMap::try_from(obj.map_mut(FLOOR_DEVMAP).context("floor devmap")?)?;
         devmap.set(0, s1_index, None, 0)?;
-        let p: &mut Xdp = obj.program_mut(FLOOR_PROGRAM).context("floor")?.try_into()?;
+        let p: &mut Xdp = obj
+            .program_mut(FLOOR_PROGRAM)
+            .context("floor")?
+            .try_into()?;
         p.load()?;
         let ns = ns_per_packet(p, &frame, g1_index, XDP_REDIRECT)?;
         p.attach(&g1, XdpMode::Driver)?;
@@ -227,18 +238,52 @@ fn run() -> Result<()> {
     let verifier_insns = relay.program()?.info()?.verified_instruction_count();
     drop(relay);
 
-    let rtpengine_rate = None;
-    let (ng_ours, ng_rtpengine) = (None, None);
+    let mut notes = Vec::new();
+    let calls = if args.quick { 200 } else { 1000 };
+    let (mut rtpengine_rate, mut ng_rtpengine) = (None, None);
+    if args.peers {
+        bar.set_message("rtpengine: starting");
+        let _rtpe = peers::rtpengine_start(&t)?;
+        rtpengine_rate = Some(peers::rtpengine_rate(&t, &sink, trial, steps, &bar)?);
+        if std::env::var_os("RELAY_BENCH_VERBOSE").is_some() {
+            eprintln!("{}", _rtpe.log_tail());
+        }
+        bar.set_message("rtpengine: NG offer+answer");
+        ng_rtpengine = Some(peers::ng_pairs_per_second(
+            &t.relay,
+            peers::RTPENGINE_NG,
+            calls,
+            "rtpengine",
+        )?);
+    } else {
+        notes.push("rtpengine was not measured: run `cargo xtask bench --peers`.".to_owned());
+    }
+    bar.set_message("our daemon: NG offer+answer");
+    let pins = relay_tests::netns::Bpffs::new(&format!("{}-bench", t.relay.name))?;
+    let mut daemon = relay_tests::daemon::Daemon::start(
+        &t.relay,
+        pins.path(),
+        &[
+            &format!("--listen=pub/{}", topo::SERVICE),
+            &format!("--interface={}", t.g1),
+            &format!("--interface={}", t.s1),
+            "--port-min=30000",
+            "--port-max=39999",
+        ],
+    )?;
+    let ng_ours = Some(peers::ng_pairs_per_second(
+        &t.relay,
+        peers::OUR_NG,
+        calls,
+        "ours",
+    )?);
+    daemon.stop()?;
     bar.finish_and_clear();
     drop(sink_obj);
 
     let results = Results {
         date: cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        machine: format!(
-            "{}, {} CPUs",
-            cpu_model(),
-            topo::cpus()
-        ),
+        machine: format!("{}, {} CPUs", cpu_model(), topo::cpus()),
         kernel: cmd_out("uname", &["-r"]),
         verifier_insns,
         floor_ns,
@@ -248,7 +293,7 @@ fn run() -> Result<()> {
         rtpengine_rate,
         ng_ours,
         ng_rtpengine,
-        notes: Vec::new(),
+        notes,
     };
     let md = results.markdown();
     std::fs::create_dir_all(&args.out)?;

@@ -75,7 +75,11 @@ impl Results {
                 "| zero-loss Mpps, {n} distinct streams{} | {floor} | {}{} | {peer} |",
                 if i == 0 { "" } else { " (relay only)" },
                 mpps(r.zero_loss_pps),
-                if r.generator_bound { " (generator-bound)" } else { "" },
+                if r.generator_bound {
+                    " (generator-bound)"
+                } else {
+                    ""
+                },
             );
         }
         let _ = writeln!(
@@ -147,7 +151,10 @@ impl Results {
             );
         }
         if let Some(n) = self.verifier_insns {
-            let _ = writeln!(s, "\nVerifier: {n} instructions processed for the relay program.");
+            let _ = writeln!(
+                s,
+                "\nVerifier: {n} instructions processed for the relay program."
+            );
         }
         for n in &self.notes {
             let _ = writeln!(s, "\n{n}");
@@ -157,15 +164,21 @@ impl Results {
 
     pub fn plot(&self, path: &Path) -> Result<()> {
         let font = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-        let bytes = std::fs::read(font)
-            .with_context(|| format!("{font} (Debian fonts-dejavu-core; cargo xtask bench installs it)"))?;
-        register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
-            .map_err(|_| anyhow::anyhow!("{font} is not a usable font"))?;
+        let bytes = std::fs::read(font).with_context(|| {
+            format!("{font} (Debian fonts-dejavu-core; cargo xtask bench installs it)")
+        })?;
+        register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            Box::leak(bytes.into_boxed_slice()),
+        )
+        .map_err(|_| anyhow::anyhow!("{font} is not a usable font"))?;
         let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(600);
 
-        let mut bars: Vec<(String, f64)> = vec![("floor".into(), self.floor_rate.zero_loss_pps / 1e6)];
+        let mut bars: Vec<(String, f64)> =
+            vec![("floor".into(), self.floor_rate.zero_loss_pps / 1e6)];
         for (n, r) in &self.relay_rate {
             bars.push((format!("relay {n}"), r.zero_loss_pps / 1e6));
         }

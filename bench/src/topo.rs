@@ -74,7 +74,15 @@ impl Topo {
             .collect::<Vec<_>>()
             .join(":");
         relay.ip(&[
-            "neigh", "replace", "10.20.2.2", "lladdr", &s0_mac, "dev", &s1, "nud", "permanent",
+            "neigh",
+            "replace",
+            "10.20.2.2",
+            "lladdr",
+            &s0_mac,
+            "dev",
+            &s1,
+            "nud",
+            "permanent",
         ])?;
         // GRO gives the receiving veths a NAPI instance, which frames sent by XDP need even
         // when no program is attached (rtpengine's run); the relay's ingress NAPI runs in its

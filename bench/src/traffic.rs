@@ -10,15 +10,16 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     EbpfLoader,
     maps::{Array, MapData, PerCpuArray, PerCpuValues},
-    util::nr_cpus,
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
+    util::nr_cpus,
 };
 use etherparse::PacketBuilder;
 use indicatif::ProgressBar;
 use relay_common::{
     bench::{
-        GEN_CONFIG_SYMBOL, GEN_HEADER, GEN_PACE_MAP, GEN_PROGRAM, GEN_SEQ_MAP, GenConfig, OFF_IP_CHECK, OFF_IP_DST,
-        OFF_RTP_SEQ, OFF_RTP_SSRC, OFF_RTP_TS, OFF_UDP_CHECK, OFF_UDP_DPORT, SINK_STATS_MAP,
+        GEN_CONFIG_SYMBOL, GEN_HEADER, GEN_PACE_MAP, GEN_PROGRAM, GEN_SEQ_MAP, GenConfig,
+        OFF_IP_CHECK, OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC, OFF_RTP_TS, OFF_UDP_CHECK,
+        OFF_UDP_DPORT, SINK_STATS_MAP,
     },
     stats::StatEntry,
 };
@@ -165,7 +166,13 @@ impl Generator<'_> {
     /// Sends `count` packets paced at `rate` packets/s (None: as fast as possible) in one
     /// BPF_PROG_TEST_RUN call: each call sets up and tears down a page pool (an RCU grace
     /// period), so short calls would measure that instead of forwarding.
-    fn trial(&mut self, sink: &Sink, rate: Option<f64>, count: u64, drain: Duration) -> Result<Trial> {
+    fn trial(
+        &mut self,
+        sink: &Sink,
+        rate: Option<f64>,
+        count: u64,
+        drain: Duration,
+    ) -> Result<Trial> {
         let interval = rate.map_or(0, |r| (1e9 / r) as u64);
         self.pace.set(0, interval, 0)?;
         let count = count.clamp(1_000, MAX_TRIAL_PACKETS);
@@ -185,7 +192,13 @@ impl Generator<'_> {
         };
         self.prog.test_run(opts).context("live-frames test run")?;
         // The sending time as the generator saw it, without the run's set-up and tear-down.
-        let first = self.state.get(&2, 0)?.iter().copied().filter(|&t| t > 0).min();
+        let first = self
+            .state
+            .get(&2, 0)?
+            .iter()
+            .copied()
+            .filter(|&t| t > 0)
+            .min();
         let last = self.state.get(&3, 0)?.iter().copied().max();
         let secs = match (first, last) {
             (Some(f), Some(l)) if l > f => (l - f) as f64 / 1e9,
@@ -282,7 +295,11 @@ pub fn search(t: &Topo, sink: &Arc<Sink>, spec: SearchSpec, bar: &ProgressBar) -
             ));
             bar.inc(1);
             if std::env::var_os("RELAY_BENCH_VERBOSE").is_some() {
-                eprintln!("{}: {tr:?} offered {mid:.0} achieved {:.0}", spec.label, tr.rate());
+                eprintln!(
+                    "{}: {tr:?} offered {mid:.0} achieved {:.0}",
+                    spec.label,
+                    tr.rate()
+                );
             }
             if ok {
                 lo = mid;

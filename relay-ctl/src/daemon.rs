@@ -12,7 +12,7 @@ use tokio::{
 
 use crate::{
     config::Config,
-    engine::Engine,
+    engine::{self, Engine},
     metrics,
     ports::{Inbound, PortSockets},
 };
@@ -44,11 +44,25 @@ pub async fn run(
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(TICK);
     let mut buf = vec![0u8; 65_536];
+    let flush = tokio::time::sleep(engine::STATE_FLUSH_DELAY);
+    tokio::pin!(flush);
+    let mut flush_armed = false;
     loop {
+        // The first change after a write starts the flush timer; later ones ride along.
+        if engine.state_dirty() && !flush_armed {
+            flush
+                .as_mut()
+                .reset(tokio::time::Instant::now() + engine::STATE_FLUSH_DELAY);
+            flush_armed = true;
+        }
         tokio::select! {
             biased;
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            () = &mut flush, if flush_armed => {
+                flush_armed = false;
+                engine.flush_state();
+            }
             r = ng.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     if let Some(reply) = engine.handle_ng(std::time::Instant::now(), from, &buf[..n])

@@ -43,6 +43,9 @@ struct CallMeta {
     last_activity: Instant,
 }
 
+/// Longest time a session change waits before the state file is written.
+pub const STATE_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub struct Engine {
     cfg: Config,
     relay: Relay,
@@ -71,6 +74,8 @@ pub struct Engine {
     ice_checks: BTreeMap<&'static str, u64>,
     /// Entries the fast path cannot express (RTCP demux from a muxed port): userspace forwards.
     logged_userspace_only: HashSet<SocketAddr>,
+    /// Sessions changed since the state file was last written (see [`Engine::flush_state`]).
+    dirty: bool,
 }
 
 impl Engine {
@@ -120,6 +125,7 @@ impl Engine {
             // Slot 0 stays unused so a zeroed entry never counts into a live stream.
             free_slots: (1..relay_common::stream::MAX_STREAMS).rev().collect(),
             logged_userspace_only: HashSet::new(),
+            dirty: false,
             agents: HashMap::new(),
             agent_of: HashMap::new(),
             ice_checks: BTreeMap::new(),
@@ -152,8 +158,25 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Writes the sessions to the state file (atomically); a failure is logged, the call goes on.
-    fn persist(&self) {
+    /// Notes that the sessions changed; the daemon writes them within [`STATE_FLUSH_DELAY`].
+    fn persist(&mut self) {
+        self.dirty = true;
+    }
+
+    /// True when the state file is behind the sessions.
+    pub fn state_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Writes the sessions to the state file (atomically) if they changed. Writes are batched:
+    /// each costs an fsync (milliseconds) and serialises every call, so writing per NG command
+    /// would cap the daemon at a few dozen calls per second. A crash loses at most the changes
+    /// of the last [`STATE_FLUSH_DELAY`]; a stop (SIGTERM) loses nothing.
+    pub fn flush_state(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
         let saved = Saved {
             sessions: self.sessions.snapshot(),
             calls: self
@@ -842,6 +865,7 @@ impl Engine {
     }
 
     pub fn shutdown(&mut self) {
+        self.flush_state();
         tracing::info!(
             calls = self.meta.len(),
             "daemon stopping; the fast path keeps running on its pinned maps"

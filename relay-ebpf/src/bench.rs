@@ -12,16 +12,16 @@ mod parse;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
-    macros::{map, xdp},
     helpers::generated::bpf_ktime_get_ns,
+    macros::{map, xdp},
     maps::{Array, DevMap, PerCpuArray},
     programs::XdpContext,
 };
 use net::{UdpHdr, ptr_at};
 use relay_common::{
     bench::{
-        GEN_HEADER, GEN_MAX_SPIN, GenConfig, OFF_IP_CHECK, OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC, OFF_RTP_TS,
-        OFF_UDP_CHECK, OFF_UDP_DPORT,
+        GEN_HEADER, GEN_MAX_SPIN, GenConfig, OFF_IP_CHECK, OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC,
+        OFF_RTP_TS, OFF_UDP_CHECK, OFF_UDP_DPORT,
     },
     config::RelayConfig,
     stats::StatEntry,

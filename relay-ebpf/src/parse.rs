@@ -107,4 +107,3 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Reason> {
     }
     Ok((off + core::mem::size_of::<Ipv6Hdr>(), payload_len))
 }
-

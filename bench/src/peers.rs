@@ -1,0 +1,124 @@
+//! rtpengine on the same topology (userspace forwarding, driven over NG), and the control-plane
+//! rate: offer+answer pairs per second over NG, ours and rtpengine's.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use indicatif::ProgressBar;
+use relay_ctl::client::NgClient;
+use relay_tests::{
+    netns::Netns,
+    rtpengine::{Rtpengine, RtpengineConfig},
+    topology::media_addr,
+};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    topo::{GEN_ADDR, GEN_PORT, SERVICE, SINK_ADDR, Topo},
+    traffic::{Search, SearchSpec, Sink, gen_config, search},
+};
+
+pub const RTPENGINE_NG: &str = "127.0.0.1:2224";
+pub const OUR_NG: &str = "127.0.0.1:2223";
+
+fn sdp(addr: [u8; 4], port: u16) -> String {
+    let a = std::net::Ipv4Addr::from(addr);
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {a}\r\ns=-\r\nc=IN IP4 {a}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    )
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Offer (the generator as caller) and answer (the sink as callee); returns the relay endpoint
+/// the caller must send to.
+fn call(c: &NgClient, call_id: &str) -> Result<SocketAddr> {
+    c.call(&obj(json!({
+        "command": "offer", "call-id": call_id, "from-tag": "caller",
+        "sdp": sdp(GEN_ADDR, GEN_PORT),
+    })))?;
+    let answer = c.call(&obj(json!({
+        "command": "answer", "call-id": call_id, "from-tag": "caller", "to-tag": "callee",
+        "sdp": sdp(SINK_ADDR, 5000),
+    })))?;
+    let sdp = answer
+        .get("sdp")
+        .and_then(Value::as_str)
+        .context("answer reply without SDP")?;
+    Ok(media_addr(sdp))
+}
+
+pub fn rtpengine_start(t: &Topo) -> Result<Rtpengine> {
+    let iface = format!("pub/{SERVICE}");
+    Rtpengine::start(
+        &t.relay,
+        &RtpengineConfig {
+            interfaces: &[&iface],
+            ng: RTPENGINE_NG.parse()?,
+            port_min: 20_000,
+            port_max: 29_999,
+            extra: &[],
+        },
+    )
+}
+
+/// One call through rtpengine, then the same zero-loss search as for the relay.
+pub fn rtpengine_rate(
+    t: &Topo,
+    sink: &Arc<Sink>,
+    trial: Duration,
+    steps: u32,
+    bar: &ProgressBar,
+) -> Result<Search> {
+    let ng: SocketAddr = RTPENGINE_NG.parse()?;
+    let to = t.relay.run(move || -> Result<SocketAddr> {
+        let c = NgClient::new(ng, Duration::from_secs(1), 3)?;
+        call(&c, "bench-rtpengine-media")
+    })??;
+    let std::net::IpAddr::V4(ip) = to.ip() else {
+        bail!("rtpengine answered with {to}");
+    };
+    let (config, frame) = gen_config(t, ip.octets(), to.port(), 1, 1);
+    let spec = SearchSpec {
+        label: "rtpengine".into(),
+        config,
+        frame,
+        trial,
+        // A userspace relay holds packets in socket buffers: give them time to come out.
+        drain: Duration::from_millis(200),
+        steps,
+    };
+    search(t, sink, spec, bar)
+}
+
+/// Sequential offer+answer pairs per second against the NG server at `server` (from inside
+/// `ns`), `calls` of them or 10 s, whichever ends first; the calls are deleted afterwards.
+pub fn ng_pairs_per_second(ns: &Netns, server: &str, calls: u32, tag: &'static str) -> Result<f64> {
+    let server: SocketAddr = server.parse()?;
+    ns.run(move || -> Result<f64> {
+        let c = NgClient::new(server, Duration::from_secs(1), 3)?;
+        let t0 = Instant::now();
+        let mut done = 0u32;
+        while done < calls && t0.elapsed() < Duration::from_secs(10) {
+            call(&c, &format!("bench-{tag}-{done}"))?;
+            done += 1;
+        }
+        let rate = f64::from(done) / t0.elapsed().as_secs_f64();
+        for i in 0..done {
+            let _ = c.call(&obj(json!({
+                "command": "delete", "call-id": format!("bench-{tag}-{i}"), "from-tag": "caller",
+            })));
+        }
+        Ok(rate)
+    })?
+}
