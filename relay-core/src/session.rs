@@ -1008,7 +1008,7 @@ impl Sessions {
             let single_o = opts.rtcp_mux == RtcpMuxOption::Require;
             let moved = prev
                 .and_then(|p| p.streams.get(i))
-                .is_some_and(|r| r.desc.connection != m.connection || r.desc.port != m.port);
+                .is_some_and(|r| !same_endpoint(&r.desc, m));
             let keep_s = !moved || opts.flags.port_latching;
             self.ensure(&mut call.sides[s].streams[i], bs, single_s, keep_s, txn)?;
             self.ensure(&mut call.sides[o].streams[i], bo, single_o, true, txn)?;
@@ -1102,16 +1102,20 @@ impl Sessions {
             .media
             .iter()
             .map(|m| {
-                // Latched and nominated peers survive a re-offer that keeps the address.
-                let old = prev.and_then(|p| p.streams.get(m.index)).filter(|r| {
-                    r.desc.connection == m.connection
-                        && r.desc.port == m.port
-                        && r.desc.creds == m.creds
-                });
+                // Latched and nominated peers survive a re-offer that keeps the address, and a
+                // hold or resume (c=0.0.0.0) of the same endpoint; a resume at another address
+                // keeps only what was learned at that address.
+                let old = prev
+                    .and_then(|p| p.streams.get(m.index))
+                    .filter(|r| same_endpoint(&r.desc, m) && r.desc.creds == m.creds);
+                let resumed = old.is_some_and(|r| on_hold(&r.desc)) && !on_hold(m);
+                let still_there =
+                    |a: &SocketAddr| !resumed || m.connection.is_some_and(|ip| a.ip() == ip);
+                let keep = |slots: [Option<SocketAddr>; 2]| slots.map(|a| a.filter(still_there));
                 RemoteStream {
                     desc: m.clone(),
-                    latched: old.map_or([None; 2], |r| r.latched),
-                    nominated: old.map_or([None; 2], |r| r.nominated),
+                    latched: old.map_or([None; 2], |r| keep(r.latched)),
+                    nominated: old.map_or([None; 2], |r| keep(r.nominated)),
                 }
             })
             .collect();
@@ -1303,10 +1307,24 @@ fn signalled(d: &MediaDesc, c: Component) -> Option<SocketAddr> {
     (!ip.is_unspecified() && port != 0).then_some(SocketAddr::new(ip, port))
 }
 
-/// Where media for a remote goes: the nominated pair under ICE, else latched or signalled.
+/// On hold the old way (RFC 3264 s.8.4: c=0.0.0.0): the endpoint wants nothing sent to it.
+fn on_hold(d: &MediaDesc) -> bool {
+    d.connection.is_some_and(|ip| ip.is_unspecified())
+}
+
+/// The same endpoint in a re-offer: same port, and same address or a hold or resume of it.
+fn same_endpoint(old: &MediaDesc, new: &MediaDesc) -> bool {
+    old.port == new.port && (old.connection == new.connection || on_hold(old) || on_hold(new))
+}
+
+/// Where media for a remote goes: the nominated pair under ICE, else latched or signalled;
+/// nowhere while it is on hold.
 fn peer(r: &RemoteStream, ice: IceRole, mode: LatchMode, c: Component) -> Option<SocketAddr> {
     if ice != IceRole::None {
         return r.nominated[c as usize];
+    }
+    if on_hold(&r.desc) {
+        return None;
     }
     if mode == LatchMode::Asymmetric {
         return signalled(&r.desc, c);

@@ -712,3 +712,41 @@ fn rtcp_attribute_sets_the_rtcp_destination() {
         }
     );
 }
+
+#[test]
+fn hold_with_zero_address_keeps_ports_and_latch_and_sends_nothing_to_the_holder() {
+    let mut s = setup();
+    s.latch(sa("192.0.2.1:30000"), sa("198.51.100.10:4000"))
+        .unwrap();
+    s.latch(sa("192.0.2.1:30002"), sa("198.51.100.20:5000"))
+        .unwrap();
+    let before = s.call_entries("c1");
+    assert_eq!(before.len(), 2);
+    let reoffer = |s: &mut relay_core::session::Sessions, ip: &str| {
+        s.offer("c1", "A", &offer_sdp(ip, 4000), &OfferOptions::default())
+            .unwrap();
+        s.answer(
+            "c1",
+            "A",
+            "B",
+            &answer_sdp("198.51.100.20", 5000),
+            &AnswerOptions::default(),
+        )
+        .unwrap();
+    };
+    // A holds (c=0.0.0.0): same relay ports, A's latch kept, so A's media (music on hold)
+    // still goes to B; nothing goes to A.
+    reoffer(&mut s, "0.0.0.0");
+    assert_eq!(s.streams("c1")[0].legs[0].rtp, Some(sa("192.0.2.1:30000")));
+    assert_eq!(s.call_entries("c1"), vec![before[0]]);
+    // Resume at the same address: both entries back, nothing to re-learn.
+    reoffer(&mut s, "198.51.100.10");
+    assert_eq!(s.call_entries("c1"), before);
+    // Hold again, then resume elsewhere: the old latch does not follow A to its new address.
+    reoffer(&mut s, "0.0.0.0");
+    reoffer(&mut s, "198.51.100.11");
+    let after = s.call_entries("c1");
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].local, sa("192.0.2.1:30002"));
+    assert_eq!(after[0].rewrite.to, sa("198.51.100.11:4000"));
+}
