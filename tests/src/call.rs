@@ -165,6 +165,34 @@ fn key_addr(k: &StreamKey) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, u16::from_be(k.port)))
 }
 
+/// The stream table of an established plain call: each relay endpoint accepts its latched
+/// peer and sends from the other leg's endpoint to the other peer.
+pub fn two_way(
+    relay_a: SocketAddr,
+    a: SocketAddr,
+    relay_b: SocketAddr,
+    b: SocketAddr,
+) -> BTreeMap<SocketAddr, MapEntry> {
+    BTreeMap::from([
+        (
+            relay_a,
+            MapEntry {
+                expected: Some(a),
+                src: relay_b,
+                dst: b,
+            },
+        ),
+        (
+            relay_b,
+            MapEntry {
+                expected: Some(b),
+                src: relay_a,
+                dst: a,
+            },
+        ),
+    ])
+}
+
 /// An audio offer or answer from `ip:port` (IPv4 or IPv6), with `extra` attribute lines.
 pub fn sdp(ip: &str, port: u16, extra: &[&str]) -> String {
     let fam = if ip.contains(':') { "IP6" } else { "IP4" };

@@ -5,6 +5,7 @@
 pub mod call;
 pub mod daemon;
 pub mod frames;
+pub mod ice;
 pub mod netns;
 pub mod topology;
 

@@ -6,41 +6,13 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use relay_tests::{
-    call::{MapEntry, Relay, assert_fast, bind, burst, rtcp_payload, rtp, sdp, silent},
+    call::{MapEntry, Relay, assert_fast, bind, burst, rtcp_payload, rtp, sdp, silent, two_way},
     topology::media_addr,
 };
 use serde_json::json;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-/// The stream table of an established plain call: each relay endpoint accepts its latched
-/// peer and sends from the other leg's endpoint to the other peer.
-fn two_way(
-    relay_a: SocketAddr,
-    a: SocketAddr,
-    relay_b: SocketAddr,
-    b: SocketAddr,
-) -> BTreeMap<SocketAddr, MapEntry> {
-    BTreeMap::from([
-        (
-            relay_a,
-            MapEntry {
-                expected: Some(a),
-                src: relay_b,
-                dst: b,
-            },
-        ),
-        (
-            relay_b,
-            MapEntry {
-                expected: Some(b),
-                src: relay_a,
-                dst: a,
-            },
-        ),
-    ])
 }
 
 #[test]
