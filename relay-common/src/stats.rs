@@ -33,7 +33,8 @@ pub enum Reason {
     PassSourceMismatch = 12,
     /// No route or no neighbour for the rewritten destination: the daemon forwards it.
     PassFibMiss = 13,
-    /// The legs differ in address family: the daemon translates.
+    /// The entry cannot be translated here (its rewrite mixes families, or the frame has no
+    /// headroom for the larger header): the daemon forwards it.
     PassFamilyChange = 14,
     /// Forwarded out of the interface it came in on.
     TxForward = 15,
@@ -41,11 +42,14 @@ pub enum Reason {
     RedirectForward = 16,
     /// The egress device left the devmap between lookup and redirect: the rewritten frame is dropped.
     DropRedirectFailed = 17,
+    /// An IPv4<->IPv6 translation moved the headers and then failed a bounds check: the frame
+    /// is no longer intact, so it is dropped. Not expected to happen; counted to be seen.
+    DropTranslateFailed = 18,
 }
 
 impl Reason {
     /// Number of slots; the map is sized by this.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::PassNotIp,
@@ -66,6 +70,7 @@ impl Reason {
         Reason::TxForward,
         Reason::RedirectForward,
         Reason::DropRedirectFailed,
+        Reason::DropTranslateFailed,
     ];
 
     /// Stable snake_case name, used in `relay-ctl stats` and metrics labels.
@@ -89,6 +94,7 @@ impl Reason {
             Reason::TxForward => "tx_forward",
             Reason::RedirectForward => "redirect_forward",
             Reason::DropRedirectFailed => "drop_redirect_failed",
+            Reason::DropTranslateFailed => "drop_translate_failed",
         }
     }
 
@@ -109,7 +115,9 @@ impl Reason {
             | Reason::PassSourceMismatch
             | Reason::PassFibMiss
             | Reason::PassFamilyChange => Verdict::Pass,
-            Reason::DropSourceMismatch | Reason::DropRedirectFailed => Verdict::Drop,
+            Reason::DropSourceMismatch
+            | Reason::DropRedirectFailed
+            | Reason::DropTranslateFailed => Verdict::Drop,
             Reason::TxForward => Verdict::Tx,
             Reason::RedirectForward => Verdict::Redirect,
         }

@@ -61,7 +61,9 @@ pub struct StreamEntry {
     pub _pad: [u8; 2],
     /// Index into [`STREAM_COUNTERS_MAP`](crate::names::STREAM_COUNTERS_MAP).
     pub counter_slot: u32,
-    pub _pad2: u32,
+    /// Egress device: 0 lets the kernel FIB choose; otherwise the FIB lookup is made as output
+    /// through this ifindex (policy for multi-homed hosts), which must be in the devmap.
+    pub egress_ifindex: u32,
 }
 
 /// Per-CPU, per-stream counters. `last_seen_ns` is `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.

@@ -635,7 +635,7 @@ impl Engine {
             } as u8,
             _pad: [0; 2],
             counter_slot: slot,
-            _pad2: 0,
+            egress_ifindex: 0,
         };
         match self.relay.insert_stream(StreamKey::from(e.local), entry) {
             Ok(()) => {

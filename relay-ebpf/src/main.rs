@@ -1,5 +1,6 @@
-//! The relay's XDP program: parse -> classify -> count. For now every frame is passed to the
-//! stack; the fast path (lookup, rewrite, redirect) builds on this parse.
+//! The relay's XDP program: parse -> classify -> look up the stream -> check the source ->
+//! rewrite (translating IPv4<->IPv6 between legs of different family) -> TX or redirect.
+//! Every frame is counted in exactly one reason slot.
 // Host builds (`cargo clippy --workspace`) get std and a stub main; the program is bpf-only.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -7,8 +8,13 @@
 mod net;
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action::XDP_TX},
-    helpers::generated::{bpf_fib_lookup, bpf_ktime_get_ns},
+    bindings::{
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, bpf_fib_lookup as FibParams,
+        xdp_action::XDP_TX,
+    },
+    helpers::generated::{
+        bpf_csum_diff, bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_load_bytes,
+    },
     macros::{map, xdp},
     maps::{DevMapHash, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -92,9 +98,11 @@ fn try_relay(ctx: &XdpContext) -> Result<Reason, Reason> {
         return Ok(Reason::PassNotRelayPort);
     }
     let payload = flow.l4 + core::mem::size_of::<UdpHdr>();
-    let first: *const u8 = ptr_at(ctx, payload).map_err(|()| Reason::PassEmpty)?;
+    // The first payload byte is read with the UDP header: a one-byte bounds check at a variable
+    // offset compiles to a compare the verifier cannot use.
+    let head: *const [u8; 9] = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassEmpty)?;
     // SAFETY: bounds checked by ptr_at.
-    match unsafe { *first } {
+    match unsafe { (*head)[8] } {
         0..=3 => {
             // STUN needs its magic cookie; anything else in 0-3 is not ours either way.
             let cookie: *const [u8; 4] =
@@ -197,17 +205,20 @@ fn forward(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr) -> Result<Reason, Re
             _ => return Ok(Reason::DropSourceMismatch),
         }
     }
-    if entry.src.family != key.family || entry.dst.family != key.family {
-        return Ok(Reason::PassFamilyChange);
-    }
+    let out_v6 = match (entry.src.family, entry.dst.family) {
+        (FAMILY_V4, FAMILY_V4) => false,
+        (FAMILY_V6, FAMILY_V6) => true,
+        _ => return Ok(Reason::PassFamilyChange),
+    };
 
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     // Decide the next hop before touching the frame: a frame passed up must be unmodified.
-    let hop = next_hop(ctx, flow, entry)?;
-    if flow.v6 {
-        rewrite_v6(ctx, flow, udp, entry)?;
-    } else {
-        rewrite_v4(ctx, flow, udp, entry)?;
+    let hop = next_hop(ctx, out_v6, entry)?;
+    match (flow.v6, out_v6) {
+        (false, false) => rewrite_v4(ctx, flow, udp, entry)?,
+        (true, true) => rewrite_v6(ctx, flow, udp, entry)?,
+        (false, true) => v4_to_v6(ctx, flow, entry)?,
+        (true, false) => v6_to_v4(ctx, flow, entry)?,
     }
     let reason = send(ctx, &hop)?;
     if let Some(c) = RELAY_STREAM_COUNTERS.get_ptr_mut(entry.counter_slot) {
@@ -320,6 +331,234 @@ fn rewrite_v6(
     Ok(())
 }
 
+/// Largest Ethernet + two VLAN tags header: saved across a header-size change.
+const L2_MAX: usize = 22;
+/// Longest UDP datagram whose checksum is computed from scratch (an IPv4 datagram without one
+/// going to an IPv6 leg); larger ones go to the daemon. Media stays well under it.
+const MAX_SUM_BYTES: usize = 1480;
+
+/// Saves the link header (MACs, VLAN tags) before the IP header changes size.
+#[inline(always)]
+fn save_l2(ctx: &XdpContext) -> Result<[u8; L2_MAX], Reason> {
+    let l2: *const [u8; L2_MAX] = ptr_at(ctx, 0).map_err(|()| Reason::PassTruncated)?;
+    // SAFETY: bounds checked by ptr_at.
+    Ok(unsafe { *l2 })
+}
+
+/// Moves the frame start by `delta` bytes (negative grows it) and writes the saved link header
+/// back in front, with `ethertype` as the innermost type. Only the first step can fail while
+/// the frame is intact, so that failure passes it to the daemon; later ones drop it.
+#[inline(always)]
+fn move_head(
+    ctx: &XdpContext,
+    delta: i32,
+    l2: &[u8; L2_MAX],
+    l3: usize,
+    ethertype: u16,
+) -> Result<(), Reason> {
+    // SAFETY: ctx is the program's context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+        return Err(Reason::PassFamilyChange);
+    }
+    // The IP header is written right after, so the bytes past l3 copied here are overwritten.
+    let out: *mut [u8; L2_MAX] = ptr_at(ctx, 0).map_err(|()| Reason::DropTranslateFailed)?;
+    let tag: *mut u16 = ptr_at(ctx, l3 - 2).map_err(|()| Reason::DropTranslateFailed)?;
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        *out = *l2;
+        *tag = ethertype.to_be();
+    }
+    Ok(())
+}
+
+/// Adds the next `N` bytes (a multiple of 4, at most 512) to `s` with bpf_csum_diff if `len`
+/// has that many left. Fixed-size steps keep the verifier's path count small, unlike a loop.
+#[inline(always)]
+fn sum_step<const N: usize>(
+    ctx: &XdpContext,
+    off: usize,
+    len: usize,
+    done: &mut usize,
+    s: &mut u64,
+) -> Result<(), Reason> {
+    if len - *done < N {
+        return Ok(());
+    }
+    let p: *mut [u8; N] = ptr_at(ctx, off + *done).map_err(|()| Reason::PassTruncated)?;
+    // SAFETY: N bytes of the frame, bounds checked by ptr_at; nothing is written.
+    let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p.cast(), N as u32, 0) };
+    if r < 0 {
+        return Err(Reason::PassTruncated);
+    }
+    *s += r as u64 & 0xffff_ffff;
+    *done += N;
+    Ok(())
+}
+
+/// One's-complement sum of `len` bytes of the frame from `off`, for a checksum from scratch.
+#[inline(always)]
+fn sum_bytes(ctx: &XdpContext, off: usize, len: usize) -> Result<u64, Reason> {
+    if len > MAX_SUM_BYTES {
+        return Err(Reason::PassFamilyChange);
+    }
+    let (mut s, mut done) = (0u64, 0usize);
+    sum_step::<512>(ctx, off, len, &mut done, &mut s)?;
+    sum_step::<512>(ctx, off, len, &mut done, &mut s)?;
+    sum_step::<256>(ctx, off, len, &mut done, &mut s)?;
+    sum_step::<128>(ctx, off, len, &mut done, &mut s)?;
+    sum_step::<64>(ctx, off, len, &mut done, &mut s)?;
+    sum_step::<32>(ctx, off, len, &mut done, &mut s)?;
+    sum_step::<16>(ctx, off, len, &mut done, &mut s)?;
+    sum_step::<8>(ctx, off, len, &mut done, &mut s)?;
+    sum_step::<4>(ctx, off, len, &mut done, &mut s)?;
+    if len - done >= 2 {
+        let w: *const [u8; 2] = ptr_at(ctx, off + done).map_err(|()| Reason::PassTruncated)?;
+        // SAFETY: bounds checked by ptr_at.
+        s += words(unsafe { &*w }, false);
+        done += 2;
+    }
+    if done < len {
+        // An odd last byte is summed as if padded with a zero byte (RFC 768). The helper checks
+        // the bounds at run time, which a one-byte access at a variable offset needs.
+        let mut b = [0u8; 1];
+        // SAFETY: ctx is the program's context; b is a 1-byte stack buffer.
+        let rc =
+            unsafe { bpf_xdp_load_bytes(ctx.ctx, (off + done) as u32, b.as_mut_ptr().cast(), 1) };
+        if rc != 0 {
+            return Err(Reason::PassTruncated);
+        }
+        s += u64::from(u16::from_ne_bytes([b[0], 0]));
+    }
+    Ok(s)
+}
+
+/// IPv4 in, IPv6 out: the UDP datagram stays where it is; the link header moves to make room
+/// for the 40-byte IPv6 header in place of the IPv4 one (options included).
+#[inline(always)]
+fn v4_to_v6(ctx: &XdpContext, flow: &Flow, e: &StreamEntry) -> Result<(), Reason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
+    let udp: *const UdpHdr = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassTruncated)?;
+    // SAFETY: bounds checked by ptr_at.
+    let (tos, old_s, old_d, sport, dport, len, check) = unsafe {
+        (
+            (*ip).tos,
+            (*ip).saddr,
+            (*ip).daddr,
+            (*udp).source,
+            (*udp).dest,
+            (*udp).len,
+            (*udp).check,
+        )
+    };
+    let ports_delta =
+        u64::from(!sport) + u64::from(!dport) + u64::from(e.src.port) + u64::from(e.dst.port);
+    let new_addrs = words(&e.src.addr, false) + words(&e.dst.addr, false);
+    // Both pseudo-headers sum the same length and protocol, so only addresses and ports change.
+    // IPv6 forbids a zero UDP checksum: without one, compute it from scratch.
+    let udp_check = if check != 0 {
+        update(
+            check,
+            words(&old_s, true) + words(&old_d, true) + new_addrs + ports_delta,
+        )
+    } else {
+        let udp_len = u16::from_be(len) as usize;
+        let body = sum_bytes(ctx, flow.l4 + 8, udp_len.saturating_sub(8))?;
+        let header = u64::from(e.src.port) + u64::from(e.dst.port) + 2 * u64::from(len);
+        let proto = u64::from(u16::from_ne_bytes([0, IPPROTO_UDP]));
+        !fold(new_addrs + proto + header + body)
+    };
+    let l2 = save_l2(ctx)?;
+    let ihl = (flow.l4 - flow.l3) as i32;
+    move_head(ctx, ihl - 40, &l2, flow.l3, ETH_P_IPV6)?;
+    let ip6: *mut Ipv6Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::DropTranslateFailed)?;
+    let udp: *mut UdpHdr = ptr_at(ctx, flow.l3 + core::mem::size_of::<Ipv6Hdr>())
+        .map_err(|()| Reason::DropTranslateFailed)?;
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        (*ip6).vtc_flow = [0x60 | (tos >> 4), tos << 4, 0, 0];
+        (*ip6).payload_len = len;
+        (*ip6).nexthdr = IPPROTO_UDP;
+        (*ip6).hop_limit = 64;
+        (*ip6).saddr = e.src.addr;
+        (*ip6).daddr = e.dst.addr;
+        (*udp).source = e.src.port;
+        (*udp).dest = e.dst.port;
+        (*udp).check = if udp_check == 0 { 0xffff } else { udp_check };
+    }
+    Ok(())
+}
+
+/// IPv6 in, IPv4 out: a fresh 20-byte IPv4 header (DF set, no options) in place of the IPv6 one.
+#[inline(always)]
+fn v6_to_v4(ctx: &XdpContext, flow: &Flow, e: &StreamEntry) -> Result<(), Reason> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
+    let udp: *const UdpHdr = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassTruncated)?;
+    // SAFETY: bounds checked by ptr_at.
+    let (tc, old_s, old_d, sport, dport, len, check) = unsafe {
+        (
+            ((*ip).vtc_flow[0] << 4) | ((*ip).vtc_flow[1] >> 4),
+            (*ip).saddr,
+            (*ip).daddr,
+            (*udp).source,
+            (*udp).dest,
+            (*udp).len,
+            (*udp).check,
+        )
+    };
+    if check == 0 {
+        return Err(Reason::PassMalformed);
+    }
+    let mut new_s = [0u8; 4];
+    let mut new_d = [0u8; 4];
+    new_s.copy_from_slice(&e.src.addr[..4]);
+    new_d.copy_from_slice(&e.dst.addr[..4]);
+    let new_addrs = words(&new_s, false) + words(&new_d, false);
+    let udp_check = update(
+        check,
+        words(&old_s, true)
+            + words(&old_d, true)
+            + new_addrs
+            + u64::from(!sport)
+            + u64::from(!dport)
+            + u64::from(e.src.port)
+            + u64::from(e.dst.port),
+    );
+    let tot_len = u16::from_be(len).wrapping_add(20).to_be();
+    let hdr = Ipv4Hdr {
+        version_ihl: 0x45,
+        tos: tc,
+        tot_len,
+        id: 0,
+        frag_off: 0x4000u16.to_be(),
+        ttl: 64,
+        protocol: IPPROTO_UDP,
+        check: 0,
+        saddr: new_s,
+        daddr: new_d,
+    };
+    let ip_check = !fold(
+        u64::from(u16::from_ne_bytes([0x45, tc]))
+            + u64::from(tot_len)
+            + u64::from(hdr.frag_off)
+            + u64::from(u16::from_ne_bytes([64, IPPROTO_UDP]))
+            + new_addrs,
+    );
+    let l2 = save_l2(ctx)?;
+    move_head(ctx, 20, &l2, flow.l3, ETH_P_IP)?;
+    let ip4: *mut Ipv4Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::DropTranslateFailed)?;
+    let udp: *mut UdpHdr = ptr_at(ctx, flow.l3 + core::mem::size_of::<Ipv4Hdr>())
+        .map_err(|()| Reason::DropTranslateFailed)?;
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        *ip4 = hdr;
+        (*ip4).check = ip_check;
+        (*udp).source = e.src.port;
+        (*udp).dest = e.dst.port;
+        (*udp).check = if udp_check == 0 { 0xffff } else { udp_check };
+    }
+    Ok(())
+}
+
 struct Hop {
     ifindex: u32,
     tx: bool,
@@ -330,15 +569,22 @@ struct Hop {
 /// Next hop from the kernel FIB, and whether it leaves by the ingress device (XDP_TX) or by a
 /// device registered in the devmap.
 #[inline(always)]
-fn next_hop(ctx: &XdpContext, flow: &Flow, e: &StreamEntry) -> Result<Hop, Reason> {
+fn next_hop(ctx: &XdpContext, v6: bool, e: &StreamEntry) -> Result<Hop, Reason> {
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     let ingress = ctx.ingress_ifindex() as u32;
-    p.ifindex = ingress;
+    let mut flags = 0;
+    if e.egress_ifindex == 0 {
+        p.ifindex = ingress;
+    } else {
+        // An output lookup constrained to the configured device, as `ip route get ... oif`.
+        p.ifindex = e.egress_ifindex;
+        flags = BPF_FIB_LOOKUP_OUTPUT;
+    }
     p.l4_protocol = 17;
     p.sport = e.src.port;
     p.dport = e.dst.port;
-    if flow.v6 {
+    if v6 {
         p.family = 10; // AF_INET6
         // SAFETY: both unions are 16 bytes; addresses are copied byte for byte.
         unsafe {
@@ -366,7 +612,7 @@ fn next_hop(ctx: &XdpContext, flow: &Flow, e: &StreamEntry) -> Result<Hop, Reaso
             ctx.ctx.cast(),
             &mut p,
             core::mem::size_of::<FibParams>() as i32,
-            0,
+            flags,
         )
     };
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {

@@ -45,7 +45,7 @@ fn entry(
         mismatch: mismatch as u8,
         _pad: [0; 2],
         counter_slot: slot,
-        _pad2: 0,
+        egress_ifindex: 0,
     }
 }
 
@@ -79,12 +79,23 @@ fn v4(vlan: Vlan, src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 fn v6(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    v6_vlan(Vlan::None, src, dst, payload)
+}
+
+fn v6_vlan(vlan: Vlan, src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
     let (s, d) = (sa(src), sa(dst));
     let ip = |a: SocketAddr| match a.ip() {
         std::net::IpAddr::V6(v) => v.octets(),
         _ => unreachable!(),
     };
-    frames::udp6(Vlan::None, ip(s), ip(d), s.port(), d.port(), payload)
+    frames::udp6(vlan, ip(s), ip(d), s.port(), d.port(), payload)
+}
+
+/// An IPv4 frame without a UDP checksum (legal on IPv4 only).
+fn without_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[14 + 20 + 6] = 0;
+    frame[14 + 20 + 7] = 0;
+    frame
 }
 
 fn to_b(src: &str, dst: &str) -> Expect {
@@ -102,9 +113,10 @@ fn cases() -> Vec<Case> {
     let mut rtcp = vec![0x81, 200, 0, 6];
     rtcp.extend_from_slice(&[0x11; 24]);
     let from_a = "10.10.1.2:4000";
-    let mut zero = v4(Vlan::None, from_a, "10.10.1.1:30000", &rtp);
-    zero[14 + 20 + 6] = 0;
-    zero[14 + 20 + 7] = 0;
+    let zero = without_checksum(v4(Vlan::None, from_a, "10.10.1.1:30000", &rtp));
+    let from_a6 = "[fd10:1::2]:4000";
+    let to_b6 = || to_b("[fd10:2::1]:30062", "[fd10:2::2]:5000");
+    let to_b4 = || to_b("10.10.2.1:30082", "10.10.2.2:5000");
     let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
     stun.extend_from_slice(&[7; 12]);
     let mut no_cookie = stun.clone();
@@ -209,8 +221,99 @@ fn cases() -> Vec<Case> {
             expect: Expect::Unchanged,
         },
         Case {
-            name: "legs of different family",
+            name: "v4 -> v6 RTP",
             frame: v4(Vlan::None, from_a, "10.10.1.1:30060", &rtp),
+            reason: Reason::RedirectForward,
+            expect: to_b6(),
+        },
+        Case {
+            name: "v4 -> v6 RTCP",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30060", &rtcp),
+            reason: Reason::RedirectForward,
+            expect: to_b6(),
+        },
+        Case {
+            name: "v4 -> v6 802.1Q",
+            frame: v4(Vlan::Single(10), from_a, "10.10.1.1:30060", &rtp),
+            reason: Reason::RedirectForward,
+            expect: to_b6(),
+        },
+        Case {
+            name: "v4 -> v6 QinQ",
+            frame: v4(Vlan::Double(100, 10), from_a, "10.10.1.1:30060", &rtp),
+            reason: Reason::RedirectForward,
+            expect: to_b6(),
+        },
+        Case {
+            name: "v4 with IP options -> v6",
+            frame: frames::udp4_with_options(
+                [10, 10, 1, 2],
+                [10, 10, 1, 1],
+                4000,
+                30060,
+                &[1, 1, 1, 1, 1, 1, 1, 0],
+                &rtp,
+            ),
+            reason: Reason::RedirectForward,
+            expect: to_b6(),
+        },
+        Case {
+            name: "v4 no UDP checksum -> v6 computes one",
+            frame: without_checksum(v4(Vlan::None, from_a, "10.10.1.1:30060", &rtp)),
+            reason: Reason::RedirectForward,
+            expect: to_b6(),
+        },
+        Case {
+            name: "v4 no checksum, odd length -> v6",
+            frame: without_checksum(v4(Vlan::None, from_a, "10.10.1.1:30060", &rtp[..171])),
+            reason: Reason::RedirectForward,
+            expect: to_b6(),
+        },
+        Case {
+            name: "v6 -> v4 RTP",
+            frame: v6(from_a6, "[fd10:1::1]:30080", &rtp),
+            reason: Reason::RedirectForward,
+            expect: to_b4(),
+        },
+        Case {
+            name: "v6 -> v4 RTCP",
+            frame: v6(from_a6, "[fd10:1::1]:30080", &rtcp),
+            reason: Reason::RedirectForward,
+            expect: to_b4(),
+        },
+        Case {
+            name: "v6 -> v4 802.1Q",
+            frame: v6_vlan(Vlan::Single(10), from_a6, "[fd10:1::1]:30080", &rtp),
+            reason: Reason::RedirectForward,
+            expect: to_b4(),
+        },
+        Case {
+            name: "v6 -> v4 QinQ",
+            frame: v6_vlan(Vlan::Double(100, 10), from_a6, "[fd10:1::1]:30080", &rtp),
+            reason: Reason::RedirectForward,
+            expect: to_b4(),
+        },
+        Case {
+            name: "FIB picks the preferred route (via A)",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30092", &rtp),
+            reason: Reason::TxForward,
+            expect: Expect::Forwarded(Fwd {
+                smac: MAC_A,
+                dmac: NEIGH_A3,
+                src: sa("10.10.1.1:30093"),
+                dst: sa("10.10.9.9:7000"),
+                zero_csum: false,
+            }),
+        },
+        Case {
+            name: "egress device pinned to B",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30094", &rtp),
+            reason: Reason::RedirectForward,
+            expect: to_b("10.10.2.1:30095", "10.10.9.9:7000"),
+        },
+        Case {
+            name: "entry mixing families",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30070", &rtp),
             reason: Reason::PassFamilyChange,
             expect: Expect::Unchanged,
         },
@@ -391,6 +494,21 @@ fn setup(ns: &Netns, p: &str) -> (String, String) {
     neigh("10.10.1.2", "02:00:00:00:01:02", &a);
     neigh("10.10.1.3", "02:00:00:00:01:03", &a);
     neigh("10.10.2.2", "02:00:00:00:02:02", &b);
+    // One prefix reachable both ways: the FIB prefers A, an entry can pin its egress to B.
+    for (via, dev, metric) in [("10.10.1.3", &a, "10"), ("10.10.2.2", &b, "20")] {
+        ns.ip(&[
+            "route",
+            "add",
+            "10.10.9.0/24",
+            "via",
+            via,
+            "dev",
+            dev,
+            "metric",
+            metric,
+        ])
+        .unwrap();
+    }
     ns.ip(&["-6", "addr", "add", "fd10:1::1/64", "dev", &a, "nodad"])
         .unwrap();
     ns.ip(&["-6", "addr", "add", "fd10:2::1/64", "dev", &b, "nodad"])
@@ -516,6 +634,53 @@ fn fast_path_table_under_prog_test_run() {
                         "10.10.1.2:4000",
                         "[fd10:2::1]:30062",
                         "[fd10:2::2]:5000",
+                        d,
+                        0,
+                    ),
+                ),
+                (
+                    "10.10.1.1:30070",
+                    entry(
+                        9,
+                        "10.10.1.2:4000",
+                        "10.10.2.1:30072",
+                        "[fd10:2::2]:5000",
+                        d,
+                        0,
+                    ),
+                ),
+                (
+                    "10.10.1.1:30092",
+                    entry(
+                        11,
+                        "10.10.1.2:4000",
+                        "10.10.1.1:30093",
+                        "10.10.9.9:7000",
+                        d,
+                        0,
+                    ),
+                ),
+                (
+                    "10.10.1.1:30094",
+                    StreamEntry {
+                        egress_ifindex: ib,
+                        ..entry(
+                            12,
+                            "10.10.1.2:4000",
+                            "10.10.2.1:30095",
+                            "10.10.9.9:7000",
+                            d,
+                            0,
+                        )
+                    },
+                ),
+                (
+                    "[fd10:1::1]:30080",
+                    entry(
+                        10,
+                        "[fd10:1::2]:4000",
+                        "10.10.2.1:30082",
+                        "10.10.2.2:5000",
                         d,
                         0,
                     ),
