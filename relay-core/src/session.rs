@@ -298,12 +298,37 @@ struct Side {
     creds: Option<Credentials>,
     remotes: BTreeMap<String, Monologue>,
     active: Option<String>,
+    /// Remote tags, most recently offered or answered last: when the active fork goes, the
+    /// latest of the others takes over. Empty in state saved before it existed.
+    #[serde(default)]
+    recent: Vec<String>,
     streams: Vec<LocalStream>,
 }
 
 impl Side {
     fn active(&self) -> Option<&Monologue> {
         self.remotes.get(self.active.as_deref()?)
+    }
+
+    fn activate(&mut self, tag: &str) {
+        self.recent.retain(|t| t != tag);
+        self.recent.push(tag.to_owned());
+        self.active = Some(tag.to_owned());
+    }
+
+    /// Drops the fork `tag`; if it was active, the most recent remaining one becomes so.
+    fn remove_fork(&mut self, tag: &str) {
+        self.remotes.remove(tag);
+        self.recent.retain(|t| t != tag);
+        if self.active.as_deref() == Some(tag) {
+            self.active = self
+                .recent
+                .iter()
+                .rev()
+                .find(|t| self.remotes.contains_key(*t))
+                .or_else(|| self.remotes.keys().next_back())
+                .cloned();
+        }
     }
 }
 
@@ -503,7 +528,7 @@ impl Sessions {
             opts.source_mismatch,
         );
         call.sides[s].remotes.insert(from_tag.to_owned(), mono);
-        call.sides[s].active = Some(from_tag.to_owned());
+        call.sides[s].activate(from_tag);
 
         let out = self.rewrite(
             &mut sdp,
@@ -609,7 +634,7 @@ impl Sessions {
             opts.source_mismatch,
         );
         call.sides[o].remotes.insert(to_tag.to_owned(), mono);
-        call.sides[o].active = Some(to_tag.to_owned());
+        call.sides[o].activate(to_tag);
         let mux: Vec<bool> = call.sides[s].streams.iter().map(|st| st.mux).collect();
         let out = self.rewrite(&mut sdp, &desc, &call, s, opts.replace, mux);
         self.commit(&txn);
@@ -641,10 +666,7 @@ impl Sessions {
             && let Some(side) = call.sides.iter_mut().find(|sd| sd.remotes.contains_key(t))
             && side.remotes.len() > 1
         {
-            side.remotes.remove(t);
-            if side.active.as_deref() == Some(t) {
-                side.active = side.remotes.keys().next_back().cloned();
-            }
+            side.remove_fork(t);
             return Ok(());
         }
         if let Some(call) = self.calls.remove(call_id) {
@@ -923,6 +945,7 @@ impl Sessions {
             creds: None,
             remotes: BTreeMap::new(),
             active: None,
+            recent: Vec::new(),
             streams: Vec::new(),
         }
     }
