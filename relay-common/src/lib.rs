@@ -4,6 +4,7 @@
 //! userspace agree on layouts; `aya::Pod` impls live behind the `user` feature.
 #![no_std]
 
+pub mod bench;
 pub mod config;
 pub mod stats;
 pub mod stream;

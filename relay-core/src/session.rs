@@ -153,7 +153,8 @@ pub enum RtcpMuxOption {
     Demux,
     /// Accept the offerer's rtcp-mux whatever the answerer says.
     Accept,
-    /// Neither accept nor offer rtcp-mux.
+    /// Refuse the offerer's rtcp-mux; the answerer is offered what the offerer offered (as
+    /// rtpengine does: combined with `offer` it is the opposite of `demux`).
     Reject,
     /// The answerer must use rtcp-mux: offered without an RTCP port.
     Require,
@@ -203,6 +204,11 @@ pub struct OfferOptions {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnswerOptions {
+    /// rtpengine's `ICE` key in the answer, towards the offerer: `Force` makes the relay the
+    /// offerer's only (ICE-lite) candidate, `Remove` strips ICE; absent or `Default` does the
+    /// same as `Force` for an offerer that sent ICE (even if the offer removed it towards the
+    /// answerer, as rtpengine does); other values keep what the offer settled.
+    pub ice: Option<IceOption>,
     pub flags: Flags,
     pub replace: Replace,
     pub received_from: Option<IpAddr>,
@@ -617,6 +623,31 @@ impl Sessions {
                 ss.ice = IceRole::Terminated;
             }
         }
+        let offerer_ice = call.sides[s].active().is_some_and(|m| m.creds.is_some());
+        match opts.ice {
+            None | Some(IceOption::Default) if offerer_ice => {
+                for st in call.sides[s].streams.iter_mut() {
+                    if st.rtp.is_some() && st.ice == IceRole::None {
+                        st.ice = IceRole::Terminated;
+                    }
+                }
+            }
+            Some(IceOption::Force) => {
+                for st in call.sides[s]
+                    .streams
+                    .iter_mut()
+                    .filter(|st| st.rtp.is_some())
+                {
+                    st.ice = IceRole::Terminated;
+                }
+            }
+            Some(IceOption::Remove) => {
+                for st in &mut call.sides[s].streams {
+                    st.ice = IceRole::None;
+                }
+            }
+            _ => {}
+        }
         let needs_creds = call.sides[s]
             .streams
             .iter()
@@ -642,16 +673,16 @@ impl Sessions {
         Ok(out)
     }
 
-    /// Deletes a whole call, or with `to_tag` one fork of it while other forks remain.
-    pub fn delete(
-        &mut self,
+    /// Whether the call exists and every given tag belongs to it (what a delete needs).
+    pub fn check_tags(
+        &self,
         call_id: &str,
         from_tag: Option<&str>,
         to_tag: Option<&str>,
     ) -> Result<(), SessionError> {
         let call = self
             .calls
-            .get_mut(call_id)
+            .get(call_id)
             .ok_or_else(|| SessionError::UnknownCall(call_id.to_owned()))?;
         for tag in from_tag.iter().chain(to_tag.iter()) {
             if !call.sides.iter().any(|sd| sd.remotes.contains_key(*tag)) {
@@ -661,6 +692,21 @@ impl Sessions {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Deletes a whole call, or with `to_tag` one fork of it while other forks remain.
+    pub fn delete(
+        &mut self,
+        call_id: &str,
+        from_tag: Option<&str>,
+        to_tag: Option<&str>,
+    ) -> Result<(), SessionError> {
+        self.check_tags(call_id, from_tag, to_tag)?;
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| SessionError::UnknownCall(call_id.to_owned()))?;
         // A fork goes alone while others remain; the last leg takes the call with it.
         if let Some(t) = to_tag
             && let Some(side) = call.sides.iter_mut().find(|sd| sd.remotes.contains_key(t))
@@ -1042,8 +1088,8 @@ impl Sessions {
             let lo = &mut call.sides[o].streams[i];
             lo.mux_offered = match opts.rtcp_mux {
                 RtcpMuxOption::Offer | RtcpMuxOption::Require => true,
-                RtcpMuxOption::Demux | RtcpMuxOption::Reject => false,
-                RtcpMuxOption::None | RtcpMuxOption::Accept => m.rtcp_mux,
+                RtcpMuxOption::Demux => false,
+                RtcpMuxOption::None | RtcpMuxOption::Accept | RtcpMuxOption::Reject => m.rtcp_mux,
             };
             lo.mux = single_o || (lo.mux && lo.mux_offered);
         }
@@ -1253,6 +1299,16 @@ impl Sessions {
                 continue;
             }
             let mut add = Vec::new();
+            // One port for RTP and RTCP: say so, or an endpoint that ignores rtcp-mux would send
+            // RTCP to RTP + 1, which is not ours (RFC 5761 s.5.1.3; rtpengine does the same).
+            let had_rtcp = section.iter().any(|l| l.is_attr("rtcp"));
+            if st.mux
+                && !keep_addr
+                && !had_rtcp
+                && let Some(p) = st.rtp
+            {
+                add.push(format!("a=rtcp:{p}"));
+            }
             if st_mux && !had_mux {
                 add.push("a=rtcp-mux".to_owned());
             }

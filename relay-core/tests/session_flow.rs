@@ -714,6 +714,77 @@ fn rtcp_attribute_sets_the_rtcp_destination() {
 }
 
 #[test]
+fn ice_key_in_the_answer_forces_or_removes_ice_towards_the_offerer() {
+    // ICE=force in the answer: the relay becomes the (ICE-lite) candidate of the offerer, who
+    // sent no ICE, as rtpengine does.
+    let mut s = sessions();
+    s.offer(
+        "f",
+        "A",
+        &offer_sdp("198.51.100.10", 4000),
+        &OfferOptions::default(),
+    )
+    .unwrap();
+    let force = AnswerOptions {
+        ice: Some(IceOption::Force),
+        ..Default::default()
+    };
+    let ans = s
+        .answer("f", "A", "B", &answer_sdp("198.51.100.20", 5000), &force)
+        .unwrap();
+    assert!(ans.contains("a=ice-ufrag:"), "{ans}");
+    assert!(ans.contains(" typ host\r\n"), "{ans}");
+    let legs = s.ice_legs("f");
+    assert!(
+        legs.iter()
+            .any(|l| l.tag == "A" && l.role == IceRole::Terminated),
+        "{legs:?}"
+    );
+
+    // ICE=remove in the answer: no ICE back to an offerer that had it.
+    let mut s = sessions();
+    let with_ice = offer_sdp("198.51.100.10", 4000)
+        + "a=ice-ufrag:AliceUfrag\r\na=ice-pwd:AlicePasswordAlicePassword\r\n";
+    s.offer("r", "A", &with_ice, &OfferOptions::default())
+        .unwrap();
+    let remove = AnswerOptions {
+        ice: Some(IceOption::Remove),
+        ..Default::default()
+    };
+    let ans = s
+        .answer("r", "A", "B", &answer_sdp("198.51.100.20", 5000), &remove)
+        .unwrap();
+    assert!(!ans.contains("a=ice-"), "{ans}");
+    assert!(!ans.contains("a=candidate"), "{ans}");
+    assert!(s.ice_legs("r").iter().all(|l| l.tag != "A"));
+
+    // ICE=remove in the offer only: the answer (no ICE key) gives the ICE offerer the relay as
+    // its ICE-lite candidate, as rtpengine does; the answerer never saw ICE.
+    let mut s = sessions();
+    let remove_offer = OfferOptions {
+        ice: IceOption::Remove,
+        ..Default::default()
+    };
+    let to_b = s.offer("d", "A", &with_ice, &remove_offer).unwrap();
+    assert!(!to_b.contains("a=ice-"), "{to_b}");
+    let ans = s
+        .answer(
+            "d",
+            "A",
+            "B",
+            &answer_sdp("198.51.100.20", 5000),
+            &AnswerOptions::default(),
+        )
+        .unwrap();
+    assert!(ans.contains("a=ice-ufrag:"), "{ans}");
+    assert!(
+        s.ice_legs("d")
+            .iter()
+            .any(|l| l.tag == "A" && l.role == IceRole::Terminated)
+    );
+}
+
+#[test]
 fn hold_with_zero_address_keeps_ports_and_latch_and_sends_nothing_to_the_holder() {
     let mut s = setup();
     s.latch(sa("192.0.2.1:30000"), sa("198.51.100.10:4000"))

@@ -68,9 +68,13 @@ fn run(c: &Case) {
     if std::env::var("DUMP").is_ok() {
         println!("== {} offer\n{out}", c.name);
     }
-    let ans = s
-        .answer("call", "A", "B", &crlf(c.answer), &AnswerOptions::default())
-        .unwrap();
+    // A proxy that removes ICE says so in the answer too; without it an ICE offerer gets the
+    // relay as its candidate back (session_flow tests that).
+    let aopts = AnswerOptions {
+        ice: (c.opts.ice == IceOption::Remove).then_some(IceOption::Remove),
+        ..Default::default()
+    };
+    let ans = s.answer("call", "A", "B", &crlf(c.answer), &aopts).unwrap();
     if std::env::var("DUMP").is_ok() {
         println!("== {} answer\n{ans}", c.name);
         return;
@@ -206,6 +210,7 @@ fn cases() -> Vec<Case> {
                 "a=ice-pwd:password001password001",
                 "m=audio 30000 RTP/AVP 0",
                 "a=rtcp-mux",
+                "a=rtcp:30000",
                 "a=candidate:2292692113 1 UDP 2130706431 203.0.113.1 30000 typ host",
             ],
         },
@@ -465,6 +470,7 @@ fn cases() -> Vec<Case> {
                 "c=IN IP4 203.0.113.1",
                 "t=0 0",
                 "m=audio 30000 RTP/AVP 0",
+                "a=rtcp:30000",
                 "a=rtcp-mux",
             ],
         },
@@ -492,6 +498,7 @@ fn cases() -> Vec<Case> {
                 "c=IN IP4 203.0.113.1",
                 "t=0 0",
                 "m=audio 30000 RTP/AVP 0",
+                "a=rtcp:30000",
                 "a=rtcp-mux",
             ],
         },
@@ -509,6 +516,8 @@ fn cases() -> Vec<Case> {
                 "c=IN IP4 203.0.113.1",
                 "t=0 0",
                 "m=audio 30002 RTP/AVP 0",
+                // Reject refuses the offerer's rtcp-mux; the answerer is still offered it.
+                "a=rtcp-mux",
             ],
             answer: B_ICE,
             want_answer: &[
@@ -538,6 +547,7 @@ fn cases() -> Vec<Case> {
                 "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32",
                 "a=x-vendor-thing:42",
                 "a=sendrecv",
+                "a=rtcp:30002",
                 "a=rtcp-mux",
             ],
             answer: B_ICE,

@@ -15,14 +15,15 @@ use relay_common::stream::{
 use relay_core::{
     ice::{Component, IceEvent, IceLiteAgent},
     latch::{ForwardingEntry, MismatchPolicy, diff},
-    session::{Config as SessionConfig, IceRole, Sessions},
+    sdp::SdpError,
+    session::{Config as SessionConfig, IceRole, SessionError, Sessions},
 };
 use serde_json::{Map, Value, json};
 
 use crate::{
     config::Config,
     metrics::Snapshot,
-    ngmap::Request,
+    ngmap::{Request, normalise},
     ngwire::{self, Encoding},
     ports::{Inbound, PortSockets},
     xdp::{Relay, monotonic_ns, read_totals},
@@ -239,7 +240,8 @@ impl Engine {
             "query" => self.query(req),
             "list" => Ok(self.list(req)),
             "statistics" => Ok(self.statistics()),
-            "" => Err("No command in message".to_owned()),
+            // rtpengine's wording, which proxies log and some match on.
+            "" => Err("Dictionary contains no key \"command\"".to_owned()),
             _ => Err("Unrecognized command".to_owned()),
         };
         r.unwrap_or_else(|reason| error(&reason))
@@ -248,25 +250,26 @@ impl Engine {
     fn offer(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
         let call_id = required(req, "call-id")?;
         let from_tag = required(req, "from-tag")?;
-        let sdp = required(req, "sdp")?;
+        let sdp = required_sdp(req)?;
         let opts = req.offer_options().map_err(|e| e.to_string())?;
         let out = self
             .sessions
             .offer(&call_id, &from_tag, &sdp, &opts)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| session_error_reason(&e))?;
         Ok(self.rewritten(now, &call_id, out))
     }
 
     fn answer(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
         let call_id = required(req, "call-id")?;
         let from_tag = required(req, "from-tag")?;
+        // rtpengine's order of checks, so a request missing both gets the same error.
+        let sdp = required_sdp(req)?;
         let to_tag = required(req, "to-tag")?;
-        let sdp = required(req, "sdp")?;
         let opts = req.answer_options().map_err(|e| e.to_string())?;
         let out = self
             .sessions
             .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| session_error_reason(&e))?;
         Ok(self.rewritten(now, &call_id, out))
     }
 
@@ -291,8 +294,14 @@ impl Engine {
             .int("delete-delay")
             .map_err(|e| e.to_string())?
             .unwrap_or(0);
-        if !self.meta.contains_key(&call_id) {
-            return Err("Unknown call-id".to_owned());
+        let fatal = req.list("flags").iter().any(|f| normalise(f) == "fatal");
+        let known = self.meta.contains_key(&call_id)
+            && self
+                .sessions
+                .check_tags(&call_id, from_tag.as_deref(), to_tag.as_deref())
+                .is_ok();
+        if !known {
+            return delete_not_found(fatal);
         }
         let reply = self.query_reply(&call_id);
         if delay > 0 {
@@ -911,6 +920,36 @@ fn epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// rtpengine's reply to a delete for a call (or tags) it does not have: a warning, not an error,
+/// unless the request carries the `fatal` flag.
+fn delete_not_found(fatal: bool) -> Result<Map<String, Value>, String> {
+    const WHY: &str = "Call-ID not found or tags didn't match";
+    if fatal {
+        return Err(WHY.to_owned());
+    }
+    Ok(obj(json!({"result": "ok", "warning": WHY})))
+}
+
+/// An offer or answer the sessions refused, in rtpengine's words where it has them (proxies
+/// log these, some match on them), with our detail after a colon.
+fn session_error_reason(e: &SessionError) -> String {
+    match e {
+        SessionError::UnknownCall(_) => "Unknown call-id".to_owned(),
+        SessionError::Sdp(d @ SdpError::NoConnection { .. }) => {
+            format!("Incomplete SDP specification: {d}")
+        }
+        SessionError::Sdp(d) => format!("Failed to parse SDP: {d}"),
+        other => other.to_string(),
+    }
+}
+
+/// The `sdp` key, or rtpengine's error for its absence.
+fn required_sdp(req: &Request) -> Result<String, String> {
+    req.required("sdp")
+        .map(str::to_owned)
+        .map_err(|_| "No SDP body in message".to_owned())
+}
+
 /// A mandatory string key, or rtpengine's "No KEY in message" error.
 fn required(req: &Request, key: &'static str) -> Result<String, String> {
     req.required(key)
@@ -927,4 +966,32 @@ fn obj(v: Value) -> Map<String, Value> {
 
 fn error(reason: &str) -> Map<String, Value> {
     obj(json!({"result": "error", "error-reason": reason}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_of_an_unknown_call_warns_unless_fatal() {
+        let r = delete_not_found(false).unwrap();
+        assert_eq!(r["result"], "ok");
+        assert_eq!(r["warning"], "Call-ID not found or tags didn't match");
+        assert_eq!(
+            delete_not_found(true).unwrap_err(),
+            "Call-ID not found or tags didn't match"
+        );
+    }
+
+    #[test]
+    fn session_errors_use_rtpengine_wording_first() {
+        assert_eq!(
+            session_error_reason(&SessionError::UnknownCall("x".into())),
+            "Unknown call-id"
+        );
+        let bad = SessionError::Sdp(SdpError::BadLine { line: 2 });
+        assert!(session_error_reason(&bad).starts_with("Failed to parse SDP: SDP line 2"));
+        let incomplete = SessionError::Sdp(SdpError::NoConnection { index: 0 });
+        assert!(session_error_reason(&incomplete).starts_with("Incomplete SDP specification: "));
+    }
 }

@@ -125,9 +125,11 @@ impl Request {
         }
     }
 
-    pub fn offer_options(&mut self) -> Result<OfferOptions, OptionError> {
-        let ice = match self.str("ice").map(normalise).as_deref() {
-            None | Some("default") => IceOption::Default,
+    /// The `ICE` key; None when absent.
+    fn ice(&self) -> Result<Option<IceOption>, OptionError> {
+        Ok(Some(match self.str("ice").map(normalise).as_deref() {
+            None => return Ok(None),
+            Some("default") => IceOption::Default,
             Some("remove") => IceOption::Remove,
             Some("force") => IceOption::Force,
             Some("optional") => IceOption::Optional,
@@ -138,7 +140,11 @@ impl Request {
                     value: v.to_owned(),
                 });
             }
-        };
+        }))
+    }
+
+    pub fn offer_options(&mut self) -> Result<OfferOptions, OptionError> {
+        let ice = self.ice()?.unwrap_or_default();
         // Several rtcp-mux items may be given; the last one we know wins.
         let mut rtcp_mux = RtcpMuxOption::None;
         for item in self.list("rtcp-mux") {
@@ -189,6 +195,7 @@ impl Request {
 
     pub fn answer_options(&mut self) -> Result<AnswerOptions, OptionError> {
         Ok(AnswerOptions {
+            ice: self.ice()?,
             flags: self.flags(),
             replace: self.replace(),
             received_from: self.received_from()?,
@@ -238,6 +245,14 @@ mod tests {
         assert_eq!(o.rtcp_mux, RtcpMuxOption::Require);
         assert!(o.flags.strict_source);
         assert_eq!(r.int("delete-delay"), Ok(Some(30)));
+    }
+
+    #[test]
+    fn ice_in_the_answer_is_read_and_absent_means_none() {
+        let a = req(json!({"ICE": "force"})).answer_options().unwrap();
+        assert_eq!(a.ice, Some(IceOption::Force));
+        assert_eq!(req(json!({})).answer_options().unwrap().ice, None);
+        assert!(req(json!({"ICE": "never"})).answer_options().is_err());
     }
 
     #[test]

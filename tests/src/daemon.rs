@@ -2,13 +2,14 @@
 //! that talks to it from inside the same namespace (its control socket is on that loopback).
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-use relay_ctl::client::NgClient;
+use relay_ctl::client::{ClientError, NgClient};
 use serde_json::{Map, Value};
 
 use crate::netns::Netns;
@@ -118,17 +119,44 @@ impl Drop for Daemon {
     }
 }
 
-/// One NG request from inside `ns`; `Err` for transport errors and `error` results alike.
+/// One NG request to our daemon from inside `ns`; `Err` for transport errors and `error`
+/// results alike.
 pub fn ng_call(ns: &Netns, request: Value) -> Result<Map<String, Value>> {
+    ng_call_at(ns, NG.parse().expect("NG address"), request)
+}
+
+/// One NG request to any NG server (ours or rtpengine) at `server`, sent from inside `ns`;
+/// `Err` for transport errors and `error` results alike.
+pub fn ng_call_at(ns: &Netns, server: SocketAddr, request: Value) -> Result<Map<String, Value>> {
+    match ng_reply(ns, server, request)? {
+        r if r.get("result").and_then(Value::as_str) == Some("error") => bail!(
+            "NG request refused: {}",
+            r.get("error-reason")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given")
+        ),
+        r => Ok(r),
+    }
+}
+
+/// One NG request to `server` from inside `ns`, returning the reply dictionary whatever its
+/// `result` (an error reply comes back as `{"result": "error", "error-reason": ...}`), so two
+/// servers' answers can be compared; `Err` only when no usable reply arrived.
+pub fn ng_reply(ns: &Netns, server: SocketAddr, request: Value) -> Result<Map<String, Value>> {
     let Value::Object(req) = request else {
         bail!("NG request must be a dictionary");
     };
-    ns.run(move || {
-        let c = NgClient::new(
-            NG.parse().expect("NG address"),
-            Duration::from_millis(500),
-            2,
-        )?;
-        Ok(c.call(&req)?)
+    ns.run(move || -> Result<Map<String, Value>> {
+        let c = NgClient::new(server, Duration::from_millis(500), 2)?;
+        match c.call(&req) {
+            Ok(r) => Ok(r),
+            Err(ClientError::Refused { reason, .. }) => {
+                let mut m = Map::new();
+                m.insert("result".into(), "error".into());
+                m.insert("error-reason".into(), reason.into());
+                Ok(m)
+            }
+            Err(e) => Err(e.into()),
+        }
     })?
 }

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod frames;
 pub mod ice;
 pub mod netns;
+pub mod rtpengine;
 pub mod topology;
 
 use std::sync::atomic::{AtomicU32, Ordering};

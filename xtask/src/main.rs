@@ -17,10 +17,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the eBPF build and the tests need (idempotent).
+    /// Install what the eBPF build and the tests need, rtpengine included (idempotent).
     Setup,
     /// Build, start the relay on a throwaway namespace topology, show traffic crossing XDP.
     Demo,
+    /// Forwarding rate and ns/packet against the floor program (and rtpengine with --peers);
+    /// writes bench/results/latest.md and latest.png.
+    Bench {
+        /// Install Debian's rtpengine-daemon if needed and measure it on the same topology.
+        #[arg(long)]
+        peers: bool,
+        /// Shorter trials and fewer search steps: a smoke run with rougher numbers.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run every check and test: fmt, clippy (host and eBPF), unit, kernel, end-to-end, fuzz.
     Test {
         /// Seconds each fuzz target runs for.
@@ -43,7 +53,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let env = setup::ensure()?;
     match cli.cmd {
-        Cmd::Setup => Ok(()),
+        Cmd::Setup => setup::install_peers(),
         Cmd::Demo => {
             require_root("the demo creates network namespaces and loads XDP")?;
             cargo(
@@ -70,6 +80,19 @@ fn run() -> Result<()> {
             )
         }
         Cmd::Test { fuzz_seconds } => test(&env, fuzz_seconds),
+        Cmd::Bench { peers, quick } => {
+            require_root("the bench creates network namespaces and loads XDP")?;
+            setup::ensure_bench(peers)?;
+            cargo(&env, &["build", "--package", "relay-bench"])?;
+            let mut args = vec!["run", "--quiet", "--package", "relay-bench", "--"];
+            if peers {
+                args.push("--peers");
+            }
+            if quick {
+                args.push("--quick");
+            }
+            cargo(&env, &args)
+        }
     }
 }
 
@@ -89,6 +112,8 @@ fn test(env: &setup::Env, fuzz_seconds: u32) -> Result<()> {
         }
         eprintln!("xtask: not root: privileged tests will report SKIPPED");
     }
+    // The NG equivalence tests run Debian's rtpengine next to our daemon.
+    setup::install_peers()?;
     step("cargo fmt --check");
     cargo(env, &["fmt", "--all", "--check"])?;
     step("clippy (workspace)");

@@ -123,6 +123,150 @@ pub fn ensure() -> Result<Env> {
     Ok(Env { llvm_bin })
 }
 
+/// What `cargo xtask bench` needs beyond the build: a font for the plot's labels, and
+/// rtpengine when it is measured too.
+pub fn ensure_bench(peers: bool) -> Result<()> {
+    const FONT: &str = "fonts-dejavu-core";
+    if deb_installed(FONT) {
+        report(FONT, "present");
+    } else {
+        apt_install(&[FONT.to_owned()])?;
+        report(FONT, "installed");
+    }
+    if peers {
+        install_peers()?;
+    }
+    Ok(())
+}
+
+/// Debian package of the reference NG implementation the equivalence tests run next to ours.
+const PEER_PACKAGE: &str = "rtpengine-daemon";
+/// Where Debian's invoke-rc.d looks for a policy; exit code 101 means "do not start services".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Installs rtpengine (Debian's `rtpengine-daemon`) for the NG equivalence tests. Idempotent:
+/// nothing happens when the `rtpengine` binary is already on the machine. The package's
+/// maintainer scripts would start the system service; the tests run their own instances in
+/// namespaces, so a policy-rc.d forbids that start for the duration of the install, and a
+/// daemon that started anyway (pid file of the init script, absent before) is stopped.
+pub fn install_peers() -> Result<()> {
+    if let Some(bin) = rtpengine_bin() {
+        report("rtpengine", &format!("present ({})", bin.display()));
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let pid_files = [
+        "/run/rtpengine/rtpengine-daemon.pid",
+        "/run/rtpengine-daemon.pid",
+        "/run/rtpengine/rtpengine.pid",
+    ];
+    let pid_before: Vec<Option<String>> = pid_files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).ok())
+        .collect();
+    let _policy = PolicyGuard::install()?;
+    // The package lists are fetched once per machine: only when apt knows no candidate yet.
+    if !apt_has_candidate(PEER_PACKAGE) {
+        run(Command::new("apt-get").args(["update", "-q"]))
+            .context("apt-get update failed (are you root, is the Debian mirror reachable?)")?;
+    }
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            PEER_PACKAGE,
+        ]))
+    .with_context(|| format!("apt-get install {PEER_PACKAGE} failed"))?;
+    drop(_policy);
+    // Only a daemon whose pid file appeared during this install is ours to stop.
+    for (file, before) in pid_files.iter().zip(pid_before) {
+        let Ok(now) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        if before.as_deref() == Some(now.as_str()) {
+            continue;
+        }
+        if let Ok(pid) = now.trim().parse::<u32>()
+            && pid > 1
+        {
+            eprintln!("xtask: stopping the rtpengine service the package started (pid {pid})");
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+    let Some(bin) = rtpengine_bin() else {
+        bail!("{PEER_PACKAGE} installed but no rtpengine binary found");
+    };
+    report(
+        "rtpengine",
+        &format!(
+            "installed ({}) in {:.1}s",
+            bin.display(),
+            t0.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+/// The rtpengine binary on PATH or where Debian puts it.
+pub fn rtpengine_bin() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("rtpengine"));
+    on_path
+        .chain([
+            PathBuf::from("/usr/bin/rtpengine"),
+            PathBuf::from("/usr/sbin/rtpengine"),
+        ])
+        .find(|p| p.is_file())
+}
+
+fn apt_has_candidate(pkg: &str) -> bool {
+    Command::new("apt-cache")
+        .args(["policy", pkg])
+        .output()
+        .is_ok_and(|o| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix("Candidate:"))
+                .is_some_and(|c| c.trim() != "(none)")
+        })
+}
+
+/// A policy-rc.d that refuses every service start, present while it lives. An existing policy
+/// (a container image usually ships one) is left as it is and not removed.
+struct PolicyGuard {
+    created: bool,
+}
+
+impl PolicyGuard {
+    fn install() -> Result<PolicyGuard> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = std::path::Path::new(POLICY_RC_D);
+        if path.exists() {
+            return Ok(PolicyGuard { created: false });
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# written by cargo xtask for one apt-get install\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        Ok(PolicyGuard { created: true })
+    }
+}
+
+impl Drop for PolicyGuard {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
+}
+
 fn report(what: &str, state: &str) {
     eprintln!("xtask: {what:<20} {state}");
 }

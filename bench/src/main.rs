@@ -1,0 +1,274 @@
+//! `cargo xtask bench`: the relay's forwarding rate and ns/packet against a floor program (the
+//! relay's own parse and a redirect, no lookup, no rewrite) and rtpengine, on a throwaway
+//! generator -> relay -> sink namespace topology. Writes a markdown table and a PNG plot.
+
+mod report;
+mod topo;
+mod traffic;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    EbpfLoader,
+    maps::DevMap,
+    programs::{Xdp, XdpMode},
+};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use relay_common::{
+    bench::{FLOOR_DEVMAP, FLOOR_PROGRAM, SINK_PROGRAM},
+    config::{CONFIG_SYMBOL, RelayConfig},
+    names,
+    stream::{Endpoint, FLAG_SOURCE_ANY, Mismatch, StreamEntry, StreamKey},
+};
+use relay_ctl::xdp::{BENCH_OBJECT, Relay};
+
+use crate::{
+    report::Results,
+    topo::{GEN_ADDR, GEN_PORT, RELAY_OUT, SINK_ADDR, STREAM_ADDR_BASE, Topo},
+    traffic::{SearchSpec, Sink, gen_config, ns_per_packet, rtp_frame, search},
+};
+
+#[derive(Parser)]
+#[command(name = "relay-bench")]
+struct Args {
+    /// Also measure rtpengine (Debian rtpengine-daemon) on the same topology.
+    #[arg(long)]
+    peers: bool,
+    /// Shorter trials and fewer search steps (a smoke run; numbers are rougher).
+    #[arg(long)]
+    quick: bool,
+    /// Where the table and plot go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+/// Relay ports of the streams the generator targets: 32768 per address.
+const PORT_BASE: u16 = 32_768;
+const PORTS_PER_ADDR: u32 = 32_768;
+/// The stream the ns/packet runs hit: its rewrite leads back to itself, so every `repeat`
+/// iteration takes the whole lookup + FIB + rewrite + redirect path.
+const LOOP_PORT: u16 = 40_000;
+const INSTALLED: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
+const OFFERED: [u32; 3] = [1, 1_000, 100_000];
+const XDP_REDIRECT: u32 = 4;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sa(ip: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::from((ip, port))
+}
+
+fn stream_entry(slot: u32, expected: SocketAddr, src: SocketAddr, dst: SocketAddr, flags: u8) -> StreamEntry {
+    StreamEntry {
+        stream_id: u64::from(slot),
+        expected: Endpoint::from(expected),
+        src: Endpoint::from(src),
+        dst: Endpoint::from(dst),
+        flags,
+        mismatch: Mismatch::Drop as u8,
+        _pad: [0; 2],
+        counter_slot: slot,
+        egress_ifindex: 0,
+    }
+}
+
+/// Key of generator stream `i` (see `GenConfig`).
+fn stream_key(i: u32) -> SocketAddr {
+    let addr = u32::from_be_bytes(STREAM_ADDR_BASE) + i / PORTS_PER_ADDR;
+    sa(addr.to_be_bytes(), PORT_BASE + (i % PORTS_PER_ADDR) as u16)
+}
+
+fn cmd_out(cmd: &str, args: &[&str]) -> String {
+    relay_tests::run(cmd, args).map_or_else(|_| "?".into(), |s| s.trim().to_owned())
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("run as root: the bench creates network namespaces and loads XDP");
+    }
+    let (trial, steps) = if args.quick {
+        (Duration::from_millis(200), 5)
+    } else {
+        (Duration::from_millis(500), 8)
+    };
+    let t = Topo::new()?;
+    let relay_config = RelayConfig {
+        port_min: PORT_BASE,
+        port_max: u16::MAX,
+        flags: 0,
+    };
+
+    // Sink: counts and drops on the sink's veth.
+    let mut sink_obj = EbpfLoader::new().load(BENCH_OBJECT)?;
+    let sink = Arc::new(Sink::new(&mut sink_obj)?);
+    let s0 = t.s0.clone();
+    let sink_obj = t.sink.run(move || -> Result<aya::Ebpf> {
+        let mut obj = sink_obj;
+        let p: &mut Xdp = obj.program_mut(SINK_PROGRAM).context("sink")?.try_into()?;
+        p.load()?;
+        p.attach(&s0, XdpMode::Driver)?;
+        Ok(obj)
+    })??;
+
+    let searches = 1 + OFFERED.len() as u64 + u64::from(args.peers);
+    let bar = ProgressBar::new(searches * (1 + u64::from(steps)));
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} trials  {msg}")?);
+    let loop_frame = rtp_frame(&t, SINK_ADDR, LOOP_PORT, 1);
+    let live = |label: &str, streams: u32, drain_ms: u64| {
+        let (config, frame) = gen_config(&t, STREAM_ADDR_BASE, PORT_BASE, streams, PORTS_PER_ADDR);
+        SearchSpec {
+            label: label.to_owned(),
+            config,
+            frame,
+            trial,
+            drain: Duration::from_millis(drain_ms),
+            steps,
+        }
+    };
+
+    // Floor: same parse and port check, redirect to the sink side.
+    bar.set_message("floor: attaching");
+    let floor_obj = EbpfLoader::new()
+        .override_global(CONFIG_SYMBOL, &relay_config, true)
+        .load(BENCH_OBJECT)?;
+    let (g1, s1, frame) = (t.g1.clone(), t.s1.clone(), loop_frame.clone());
+    let (floor_obj, floor_ns) = t.relay.run(move || -> Result<(aya::Ebpf, f64)> {
+        let mut obj = floor_obj;
+        let s1_index = relay_ctl::xdp::ifindex(&s1).context("s1")?;
+        let g1_index = relay_ctl::xdp::ifindex(&g1).context("g1")?;
+        let mut devmap = DevMap::try_from(obj.map_mut(FLOOR_DEVMAP).context("floor devmap")?)?;
+        devmap.set(0, s1_index, None, 0)?;
+        let p: &mut Xdp = obj.program_mut(FLOOR_PROGRAM).context("floor")?.try_into()?;
+        p.load()?;
+        let ns = ns_per_packet(p, &frame, g1_index, XDP_REDIRECT)?;
+        p.attach(&g1, XdpMode::Driver)?;
+        Ok((obj, ns))
+    })??;
+    let floor_rate = search(&t, &sink, live("floor", 1, 20), &bar)?;
+    drop(floor_obj);
+
+    // The relay with room for a million streams.
+    bar.set_message("relay: loading");
+    let max = INSTALLED[INSTALLED.len() - 1] + 1;
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(names::STREAMS_MAP, max)
+        .map_max_entries(names::STREAM_COUNTERS_MAP, max);
+    let relay = Relay::load_with(&mut loader, &relay_config)?;
+    let g1 = t.g1.clone();
+    let s1 = t.s1.clone();
+    let mut relay = t.relay.run(move || -> Result<Relay> {
+        let mut relay = relay;
+        relay.add_egress(relay_ctl::xdp::ifindex(&s1).context("s1")?)?;
+        relay.attach(&g1)?;
+        Ok(relay)
+    })??;
+    relay.insert_stream(
+        StreamKey::from(sa(SINK_ADDR, LOOP_PORT)),
+        stream_entry(
+            max - 1,
+            sa(GEN_ADDR, GEN_PORT),
+            sa(RELAY_OUT, LOOP_PORT + 1),
+            sa(SINK_ADDR, LOOP_PORT),
+            FLAG_SOURCE_ANY,
+        ),
+    )?;
+    let mut relay_ns = Vec::new();
+    let mut relay_rate = Vec::new();
+    let mut installed = 0u32;
+    for n in INSTALLED {
+        bar.set_message(format!("relay: installing {n} streams"));
+        while installed < n {
+            let i = installed;
+            relay.insert_stream(
+                StreamKey::from(stream_key(i)),
+                stream_entry(
+                    i,
+                    sa(GEN_ADDR, GEN_PORT),
+                    sa(RELAY_OUT, PORT_BASE + (i % PORTS_PER_ADDR) as u16),
+                    sa(SINK_ADDR, 5000),
+                    0,
+                ),
+            )?;
+            installed += 1;
+        }
+        let (g1, frame) = (t.g1.clone(), loop_frame.clone());
+        let (r, ns) = t.relay.run(move || -> Result<(Relay, f64)> {
+            let mut relay = relay;
+            let g1_index = relay_ctl::xdp::ifindex(&g1).context("g1")?;
+            let ns = ns_per_packet(relay.program()?, &frame, g1_index, XDP_REDIRECT)?;
+            Ok((relay, ns))
+        })??;
+        relay = r;
+        relay_ns.push((n, ns));
+        if OFFERED.contains(&n) {
+            let label = format!("relay, {n} streams");
+            relay_rate.push((n, search(&t, &sink, live(&label, n, 20), &bar)?));
+        }
+    }
+    let verifier_insns = relay.program()?.info()?.verified_instruction_count();
+    drop(relay);
+
+    let rtpengine_rate = None;
+    let (ng_ours, ng_rtpengine) = (None, None);
+    bar.finish_and_clear();
+    drop(sink_obj);
+
+    let results = Results {
+        date: cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine: format!(
+            "{}, {} CPUs",
+            cpu_model(),
+            topo::cpus()
+        ),
+        kernel: cmd_out("uname", &["-r"]),
+        verifier_insns,
+        floor_ns,
+        relay_ns,
+        floor_rate,
+        relay_rate,
+        rtpengine_rate,
+        ng_ours,
+        ng_rtpengine,
+        notes: Vec::new(),
+    };
+    let md = results.markdown();
+    std::fs::create_dir_all(&args.out)?;
+    let md_path = args.out.join("latest.md");
+    let png_path = args.out.join("latest.png");
+    std::fs::write(&md_path, &md)?;
+    results.plot(&png_path)?;
+    println!("{md}");
+    println!("written: {} and {}", md_path.display(), png_path.display());
+    Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}

@@ -1,0 +1,325 @@
+//! The generator (BPF_PROG_TEST_RUN with live frames, on the generator's veth), the sink's
+//! counters, and the RFC 2544 style search for the highest offered rate with loss <= 0.01%.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
+};
+use etherparse::PacketBuilder;
+use indicatif::ProgressBar;
+use relay_common::{
+    bench::{
+        GEN_CONFIG_SYMBOL, GEN_HEADER, GEN_PACE_MAP, GEN_PROGRAM, GEN_SEQ_MAP, GenConfig, OFF_IP_CHECK, OFF_IP_DST,
+        OFF_RTP_SEQ, OFF_RTP_SSRC, OFF_RTP_TS, OFF_UDP_CHECK, OFF_UDP_DPORT, SINK_STATS_MAP,
+    },
+    stats::StatEntry,
+};
+use relay_ctl::xdp::BENCH_OBJECT;
+
+use crate::topo::{self, GEN_ADDR, GEN_PORT, Topo};
+
+/// RTP: 12-byte header, 160 bytes of payload (20 ms of G.711).
+pub const RTP_PAYLOAD: usize = 160;
+/// Frames per batch inside a live-frames run (the kernel transmits a batch at once).
+const BATCH: u32 = 32;
+/// Upper bound on the packets of one trial, whatever the rate.
+const MAX_TRIAL_PACKETS: u64 = 20_000_000;
+/// Loss allowed at the zero-loss rate (RFC 2544 style): 0.01%.
+pub const MAX_LOSS: f64 = 1e-4;
+
+/// One RTP frame from the generator to `dst:dport`.
+pub fn rtp_frame(t: &Topo, dst: [u8; 4], dport: u16, seq: u16) -> Vec<u8> {
+    let mut payload = vec![0x80, 0x00];
+    payload.extend_from_slice(&seq.to_be_bytes());
+    payload.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    payload.extend_from_slice(&0x5eed_0001u32.to_be_bytes());
+    payload.resize(12 + RTP_PAYLOAD, 0xd5); // A-law silence
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(t.g0_mac, t.g1_mac)
+        .ipv4(GEN_ADDR, dst, 64)
+        .udp(GEN_PORT, dport)
+        .write(&mut out, &payload)
+        .expect("frame builds");
+    out
+}
+
+fn sum(b: &[u8]) -> u64 {
+    b.chunks(2)
+        .map(|w| u64::from(u16::from_ne_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+fn fold32(mut s: u64) -> u32 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u32
+}
+
+/// The generator's configuration for `streams` streams from `addr_base:port_base` upwards, and
+/// the template frame it starts from.
+pub fn gen_config(
+    t: &Topo,
+    addr_base: [u8; 4],
+    port_base: u16,
+    streams: u32,
+    ports_per_addr: u32,
+) -> (GenConfig, Vec<u8>) {
+    let mut frame = rtp_frame(t, [0; 4], 0, 0);
+    for (off, len) in [
+        (OFF_IP_CHECK, 2),
+        (OFF_IP_DST, 4),
+        (OFF_UDP_DPORT, 2),
+        (OFF_UDP_CHECK, 2),
+        (OFF_RTP_SEQ, 2),
+        (OFF_RTP_TS, 4),
+        (OFF_RTP_SSRC, 4),
+    ] {
+        frame[off..off + len].fill(0);
+    }
+    let ip_sum = sum(&frame[14..34]);
+    let udp = &frame[34..];
+    let udp_len = u16::from_be_bytes([udp[4], udp[5]]);
+    let pseudo = sum(&GEN_ADDR) + sum(&[0, 17]) + sum(&udp_len.to_be_bytes());
+    let udp_sum = pseudo + sum(udp);
+    let mut template = [0u8; GEN_HEADER];
+    template.copy_from_slice(&frame[..GEN_HEADER]);
+    (
+        GenConfig {
+            template,
+            port_base,
+            streams,
+            ports_per_addr,
+            addr_base,
+            ip_sum: fold32(ip_sum),
+            udp_sum: fold32(udp_sum),
+        },
+        frame,
+    )
+}
+
+/// Frames the sink counted (and dropped).
+pub struct Sink {
+    map: PerCpuArray<MapData, StatEntry>,
+}
+
+impl Sink {
+    pub fn new(ebpf: &mut aya::Ebpf) -> Result<Sink> {
+        let map = ebpf.take_map(SINK_STATS_MAP).context("no sink map")?;
+        Ok(Sink {
+            map: PerCpuArray::try_from(map)?,
+        })
+    }
+
+    pub fn packets(&self) -> Result<u64> {
+        Ok(self.map.get(&0, 0)?.iter().map(|s| s.packets).sum())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Trial {
+    pub sent: u64,
+    pub received: u64,
+    pub secs: f64,
+}
+
+impl Trial {
+    pub fn rate(&self) -> f64 {
+        self.sent as f64 / self.secs
+    }
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            return 1.0;
+        }
+        1.0 - (self.received.min(self.sent) as f64 / self.sent as f64)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Search {
+    /// What the generator achieved without a rate limit, and the loss there.
+    pub unthrottled: Trial,
+    /// Highest offered rate with loss <= [`MAX_LOSS`], in packets per second.
+    pub zero_loss_pps: f64,
+    /// True when even the unthrottled generator saw no loss: the relay was not the limit.
+    pub generator_bound: bool,
+}
+
+struct Generator<'a> {
+    prog: &'a mut Xdp,
+    pace: Array<MapData, u64>,
+    state: PerCpuArray<MapData, u64>,
+    frame: Vec<u8>,
+    ctx: Vec<u8>,
+}
+
+impl Generator<'_> {
+    /// Sends `count` packets paced at `rate` packets/s (None: as fast as possible) in one
+    /// BPF_PROG_TEST_RUN call: each call sets up and tears down a page pool (an RCU grace
+    /// period), so short calls would measure that instead of forwarding.
+    fn trial(&mut self, sink: &Sink, rate: Option<f64>, count: u64, drain: Duration) -> Result<Trial> {
+        let interval = rate.map_or(0, |r| (1e9 / r) as u64);
+        self.pace.set(0, interval, 0)?;
+        let count = count.clamp(1_000, MAX_TRIAL_PACKETS);
+        let cpus = nr_cpus().map_err(|(_, e)| e)?;
+        for slot in [2, 3] {
+            self.state
+                .set(slot, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        }
+        let before = sink.packets()?;
+        let start = Instant::now();
+        let opts = TestRunOptions {
+            data_in: Some(&self.frame),
+            ctx_in: Some(&self.ctx),
+            repeat: count as u32,
+            attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+            ..TestRunOptions::default()
+        };
+        self.prog.test_run(opts).context("live-frames test run")?;
+        // The sending time as the generator saw it, without the run's set-up and tear-down.
+        let first = self.state.get(&2, 0)?.iter().copied().filter(|&t| t > 0).min();
+        let last = self.state.get(&3, 0)?.iter().copied().max();
+        let secs = match (first, last) {
+            (Some(f), Some(l)) if l > f => (l - f) as f64 / 1e9,
+            _ => start.elapsed().as_secs_f64(),
+        };
+        std::thread::sleep(drain);
+        let received = sink.packets()? - before;
+        Ok(Trial {
+            sent: count,
+            received,
+            secs,
+        })
+    }
+}
+
+pub struct SearchSpec {
+    pub label: String,
+    pub config: GenConfig,
+    pub frame: Vec<u8>,
+    pub trial: Duration,
+    pub drain: Duration,
+    pub steps: u32,
+}
+
+/// Runs the search on a thread inside the generator's namespace, pinned to CPU 0.
+pub fn search(t: &Topo, sink: &Arc<Sink>, spec: SearchSpec, bar: &ProgressBar) -> Result<Search> {
+    t.pin_napi()?;
+    let g0 = t.g0.clone();
+    let sink = Arc::clone(sink);
+    let bar = bar.clone();
+    t.gen_ns.run(move || -> Result<Search> {
+        topo::pin(0, 0, 50)?;
+        let ifindex = relay_ctl::xdp::ifindex(&g0).context("generator device")?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GEN_CONFIG_SYMBOL, &spec.config, true)
+            .load(BENCH_OBJECT)?;
+        let pace = Array::try_from(ebpf.take_map(GEN_PACE_MAP).context("no pace map")?)?;
+        let state = PerCpuArray::try_from(ebpf.take_map(GEN_SEQ_MAP).context("no seq map")?)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(GEN_PROGRAM)
+            .context("no gen program")?
+            .try_into()?;
+        prog.load()?;
+        // xdp_md: data, data_end, data_meta, ingress ifindex (XDP_TX leaves by it), rx queue.
+        let ctx = [0u32, spec.frame.len() as u32, 0, ifindex, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let mut g = Generator {
+            prog,
+            pace,
+            state,
+            frame: spec.frame,
+            ctx,
+        };
+        // Warm-up (page pool, NAPI thread) that also sizes the unthrottled trial.
+        let warm = g.trial(&sink, None, 200_000, spec.drain)?;
+        let secs = spec.trial.as_secs_f64();
+        let un = g.trial(&sink, None, (warm.rate() * secs) as u64, spec.drain)?;
+        bar.set_message(format!(
+            "{}: unthrottled {:.2} Mpps, loss {:.3}%",
+            spec.label,
+            un.rate() / 1e6,
+            un.loss() * 100.0
+        ));
+        bar.inc(1);
+        if un.received == 0 {
+            bail!("{}: nothing reached the sink", spec.label);
+        }
+        if un.loss() <= MAX_LOSS {
+            bar.inc(u64::from(spec.steps));
+            return Ok(Search {
+                unthrottled: un,
+                zero_loss_pps: un.rate(),
+                generator_bound: true,
+            });
+        }
+        // Bisect on the offered rate; the figure is the highest rate the generator achieved in
+        // a trial without loss (it can fall short of the offered one on a busy machine).
+        let (mut lo, mut hi, mut best) = (0.0f64, un.rate(), 0.0f64);
+        for _ in 0..spec.steps {
+            let mid = (lo + hi) / 2.0;
+            let tr = g.trial(&sink, Some(mid), (mid * secs) as u64, spec.drain)?;
+            let ok = tr.loss() <= MAX_LOSS;
+            if ok {
+                best = best.max(tr.rate());
+            }
+            bar.set_message(format!(
+                "{}: {:.3} Mpps offered, loss {:.3}% {}",
+                spec.label,
+                mid / 1e6,
+                tr.loss() * 100.0,
+                if ok { "ok" } else { "too fast" }
+            ));
+            bar.inc(1);
+            if std::env::var_os("RELAY_BENCH_VERBOSE").is_some() {
+                eprintln!("{}: {tr:?} offered {mid:.0} achieved {:.0}", spec.label, tr.rate());
+            }
+            if ok {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(Search {
+            unthrottled: un,
+            zero_loss_pps: best,
+            generator_bound: false,
+        })
+    })?
+}
+
+/// Median ns/packet of `prog` under BPF_PROG_TEST_RUN with `repeat` (5 runs), checking the
+/// verdict each time. Must run on a thread inside the relay's namespace (FIB, ingress device).
+pub fn ns_per_packet(prog: &mut Xdp, frame: &[u8], ingress: u32, want: u32) -> Result<f64> {
+    let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ingress, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: 200_000,
+            ..TestRunOptions::default()
+        })?;
+        if r.return_value != want {
+            bail!("verdict {} where {want} was expected", r.return_value);
+        }
+        runs.push(r.duration.as_nanos() as f64);
+    }
+    runs.sort_by(f64::total_cmp);
+    Ok(runs[2])
+}

@@ -1,0 +1,208 @@
+//! The benchmark's programs, a separate object from the relay so production never loads them:
+//! `gen` (an in-kernel RTP generator driven by BPF_PROG_TEST_RUN live frames, the mechanism
+//! xdp-trafficgen uses), `floor` (the relay's parse and port check, then a redirect: no lookup,
+//! no rewrite) and `sink` (counts and drops what arrives).
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+mod net;
+// Shared with the relay, which reads every field of a parsed flow; the floor needs fewer.
+#[allow(dead_code)]
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
+    macros::{map, xdp},
+    helpers::generated::bpf_ktime_get_ns,
+    maps::{Array, DevMap, PerCpuArray},
+    programs::XdpContext,
+};
+use net::{UdpHdr, ptr_at};
+use relay_common::{
+    bench::{
+        GEN_HEADER, GEN_MAX_SPIN, GenConfig, OFF_IP_CHECK, OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC, OFF_RTP_TS,
+        OFF_UDP_CHECK, OFF_UDP_DPORT,
+    },
+    config::RelayConfig,
+    stats::StatEntry,
+};
+
+#[unsafe(no_mangle)]
+static RELAY_CONFIG: RelayConfig = RelayConfig::DISABLED;
+
+#[unsafe(no_mangle)]
+static GEN_CONFIG: GenConfig = GenConfig {
+    template: [0; GEN_HEADER],
+    port_base: 0,
+    streams: 0,
+    ports_per_addr: 1,
+    addr_base: [0; 4],
+    ip_sum: 0,
+    udp_sum: 0,
+};
+
+#[map(name = "GEN_SEQ")]
+static GEN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(4, 0);
+
+#[map(name = "GEN_PACE")]
+static GEN_PACE: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map(name = "SINK_STATS")]
+static SINK_STATS: PerCpuArray<StatEntry> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "FLOOR_DEVMAP")]
+static FLOOR_DEVMAP: DevMap = DevMap::with_max_entries(1, 0);
+
+#[inline(always)]
+fn fold(mut s: u64) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+#[inline(always)]
+fn sum4(b: [u8; 4]) -> u64 {
+    u64::from(u16::from_ne_bytes([b[0], b[1]])) + u64::from(u16::from_ne_bytes([b[2], b[3]]))
+}
+
+/// Writes the next packet's headers over the frame and transmits it. Everything that varies
+/// is written absolutely, because live-frame pages come back with whatever the relay wrote.
+#[xdp]
+pub fn r#gen(ctx: XdpContext) -> u32 {
+    // SAFETY: a static, always valid to read.
+    let c = unsafe { core::ptr::read_volatile(&GEN_CONFIG) };
+    if c.streams == 0 || c.ports_per_addr == 0 {
+        return XDP_ABORTED;
+    }
+    let (Some(seq), Some(next), Some(first), Some(last)) = (
+        GEN_SEQ.get_ptr_mut(0),
+        GEN_SEQ.get_ptr_mut(1),
+        GEN_SEQ.get_ptr_mut(2),
+        GEN_SEQ.get_ptr_mut(3),
+    ) else {
+        return XDP_ABORTED;
+    };
+    let interval = GEN_PACE.get(0).copied().unwrap_or(0);
+    if interval > 0 {
+        // Pacing: wait (bounded) for this packet's slot, like pktgen's delay.
+        // SAFETY: helper without preconditions; per-CPU slot, one writer.
+        unsafe {
+            let mut now = bpf_ktime_get_ns();
+            let mut due = *next;
+            // A slot far in the past (idle, or a new trial) restarts the clock.
+            if due == 0 || due + 1_000_000 < now {
+                due = now;
+            }
+            let mut spins = 0;
+            while now < due && spins < GEN_MAX_SPIN {
+                now = bpf_ktime_get_ns();
+                spins += 1;
+            }
+            *next = due + interval;
+        }
+    }
+    // SAFETY: helper without preconditions; per-CPU slots, one writer.
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        if *first == 0 {
+            *first = now;
+        }
+        *last = now;
+    }
+    // SAFETY: per-CPU slot; the test run executes on one CPU at a time.
+    let n = unsafe {
+        let n = *seq;
+        *seq = n + 1;
+        n
+    };
+    let Ok(frame) = ptr_at::<[u8; GEN_HEADER]>(&ctx, 0) else {
+        return XDP_ABORTED;
+    };
+    let streams = u64::from(c.streams);
+    let ppa = u64::from(c.ports_per_addr);
+    let i = n % streams;
+    let round = n / streams;
+    let addr = (u32::from_be_bytes(c.addr_base).wrapping_add((i / ppa) as u32)).to_be_bytes();
+    let port = (c.port_base.wrapping_add((i % ppa) as u16)).to_be_bytes();
+    let rtp_seq = (round as u16).to_be_bytes();
+    let ts = (round as u32).wrapping_mul(160).to_be_bytes();
+    let ssrc = (i as u32).to_be_bytes();
+    let ip_check = !fold(u64::from(c.ip_sum) + sum4(addr));
+    let udp = !fold(
+        u64::from(c.udp_sum)
+            + sum4(addr)
+            + u64::from(u16::from_ne_bytes(port))
+            + u64::from(u16::from_ne_bytes(rtp_seq))
+            + sum4(ts)
+            + sum4(ssrc),
+    );
+    let udp_check = if udp == 0 { 0xffff } else { udp };
+    // SAFETY: GEN_HEADER bytes bounds checked by ptr_at; all offsets are inside it.
+    unsafe {
+        let f = &mut *frame;
+        *f = c.template;
+        f[OFF_IP_CHECK..OFF_IP_CHECK + 2].copy_from_slice(&ip_check.to_ne_bytes());
+        f[OFF_IP_DST..OFF_IP_DST + 4].copy_from_slice(&addr);
+        f[OFF_UDP_DPORT..OFF_UDP_DPORT + 2].copy_from_slice(&port);
+        f[OFF_UDP_CHECK..OFF_UDP_CHECK + 2].copy_from_slice(&udp_check.to_ne_bytes());
+        f[OFF_RTP_SEQ..OFF_RTP_SEQ + 2].copy_from_slice(&rtp_seq);
+        f[OFF_RTP_TS..OFF_RTP_TS + 4].copy_from_slice(&ts);
+        f[OFF_RTP_SSRC..OFF_RTP_SSRC + 4].copy_from_slice(&ssrc);
+    }
+    XDP_TX
+}
+
+/// The relay's own parse and port check, then a redirect to one device.
+#[xdp]
+pub fn floor(ctx: XdpContext) -> u32 {
+    let Ok(flow) = parse::parse(&ctx) else {
+        return XDP_PASS;
+    };
+    let Ok(udp) = ptr_at::<UdpHdr>(&ctx, flow.l4) else {
+        return XDP_PASS;
+    };
+    // SAFETY: a static, always valid to read; udp bounds checked by ptr_at.
+    let (config, dest) = unsafe {
+        (
+            core::ptr::read_volatile(&RELAY_CONFIG),
+            u16::from_be((*udp).dest),
+        )
+    };
+    if !config.is_relay_port(dest) {
+        return XDP_PASS;
+    }
+    FLOOR_DEVMAP.redirect(0, 0).unwrap_or(XDP_PASS)
+}
+
+/// Counts and drops UDP; passes everything else (neighbour discovery keeps working).
+#[xdp]
+pub fn sink(ctx: XdpContext) -> u32 {
+    if parse::parse(&ctx).is_err() {
+        return XDP_PASS;
+    }
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    if let Some(s) = SINK_STATS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe {
+            (*s).packets += 1;
+            (*s).bytes += len;
+        }
+    }
+    XDP_DROP
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("the bench object is eBPF: build it for bpfel-unknown-none (relay-ctl does)");
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
