@@ -304,12 +304,37 @@ struct Side {
     creds: Option<Credentials>,
     remotes: BTreeMap<String, Monologue>,
     active: Option<String>,
+    /// Remote tags, most recently offered or answered last: when the active fork goes, the
+    /// latest of the others takes over. Empty in state saved before it existed.
+    #[serde(default)]
+    recent: Vec<String>,
     streams: Vec<LocalStream>,
 }
 
 impl Side {
     fn active(&self) -> Option<&Monologue> {
         self.remotes.get(self.active.as_deref()?)
+    }
+
+    fn activate(&mut self, tag: &str) {
+        self.recent.retain(|t| t != tag);
+        self.recent.push(tag.to_owned());
+        self.active = Some(tag.to_owned());
+    }
+
+    /// Drops the fork `tag`; if it was active, the most recent remaining one becomes so.
+    fn remove_fork(&mut self, tag: &str) {
+        self.remotes.remove(tag);
+        self.recent.retain(|t| t != tag);
+        if self.active.as_deref() == Some(tag) {
+            self.active = self
+                .recent
+                .iter()
+                .rev()
+                .find(|t| self.remotes.contains_key(*t))
+                .or_else(|| self.remotes.keys().next_back())
+                .cloned();
+        }
     }
 }
 
@@ -509,7 +534,7 @@ impl Sessions {
             opts.source_mismatch,
         );
         call.sides[s].remotes.insert(from_tag.to_owned(), mono);
-        call.sides[s].active = Some(from_tag.to_owned());
+        call.sides[s].activate(from_tag);
 
         let out = self.rewrite(
             &mut sdp,
@@ -640,7 +665,7 @@ impl Sessions {
             opts.source_mismatch,
         );
         call.sides[o].remotes.insert(to_tag.to_owned(), mono);
-        call.sides[o].active = Some(to_tag.to_owned());
+        call.sides[o].activate(to_tag);
         let mux: Vec<bool> = call.sides[s].streams.iter().map(|st| st.mux).collect();
         let out = self.rewrite(&mut sdp, &desc, &call, s, opts.replace, mux);
         self.commit(&txn);
@@ -687,10 +712,7 @@ impl Sessions {
             && let Some(side) = call.sides.iter_mut().find(|sd| sd.remotes.contains_key(t))
             && side.remotes.len() > 1
         {
-            side.remotes.remove(t);
-            if side.active.as_deref() == Some(t) {
-                side.active = side.remotes.keys().next_back().cloned();
-            }
+            side.remove_fork(t);
             return Ok(());
         }
         if let Some(call) = self.calls.remove(call_id) {
@@ -969,6 +991,7 @@ impl Sessions {
             creds: None,
             remotes: BTreeMap::new(),
             active: None,
+            recent: Vec::new(),
             streams: Vec::new(),
         }
     }
@@ -1054,7 +1077,7 @@ impl Sessions {
             let single_o = opts.rtcp_mux == RtcpMuxOption::Require;
             let moved = prev
                 .and_then(|p| p.streams.get(i))
-                .is_some_and(|r| r.desc.connection != m.connection || r.desc.port != m.port);
+                .is_some_and(|r| !same_endpoint(&r.desc, m));
             let keep_s = !moved || opts.flags.port_latching;
             self.ensure(&mut call.sides[s].streams[i], bs, single_s, keep_s, txn)?;
             self.ensure(&mut call.sides[o].streams[i], bo, single_o, true, txn)?;
@@ -1148,16 +1171,20 @@ impl Sessions {
             .media
             .iter()
             .map(|m| {
-                // Latched and nominated peers survive a re-offer that keeps the address.
-                let old = prev.and_then(|p| p.streams.get(m.index)).filter(|r| {
-                    r.desc.connection == m.connection
-                        && r.desc.port == m.port
-                        && r.desc.creds == m.creds
-                });
+                // Latched and nominated peers survive a re-offer that keeps the address, and a
+                // hold or resume (c=0.0.0.0) of the same endpoint; a resume at another address
+                // keeps only what was learned at that address.
+                let old = prev
+                    .and_then(|p| p.streams.get(m.index))
+                    .filter(|r| same_endpoint(&r.desc, m) && r.desc.creds == m.creds);
+                let resumed = old.is_some_and(|r| on_hold(&r.desc)) && !on_hold(m);
+                let still_there =
+                    |a: &SocketAddr| !resumed || m.connection.is_some_and(|ip| a.ip() == ip);
+                let keep = |slots: [Option<SocketAddr>; 2]| slots.map(|a| a.filter(still_there));
                 RemoteStream {
                     desc: m.clone(),
-                    latched: old.map_or([None; 2], |r| r.latched),
-                    nominated: old.map_or([None; 2], |r| r.nominated),
+                    latched: old.map_or([None; 2], |r| keep(r.latched)),
+                    nominated: old.map_or([None; 2], |r| keep(r.nominated)),
                 }
             })
             .collect();
@@ -1359,10 +1386,24 @@ fn signalled(d: &MediaDesc, c: Component) -> Option<SocketAddr> {
     (!ip.is_unspecified() && port != 0).then_some(SocketAddr::new(ip, port))
 }
 
-/// Where media for a remote goes: the nominated pair under ICE, else latched or signalled.
+/// On hold the old way (RFC 3264 s.8.4: c=0.0.0.0): the endpoint wants nothing sent to it.
+fn on_hold(d: &MediaDesc) -> bool {
+    d.connection.is_some_and(|ip| ip.is_unspecified())
+}
+
+/// The same endpoint in a re-offer: same port, and same address or a hold or resume of it.
+fn same_endpoint(old: &MediaDesc, new: &MediaDesc) -> bool {
+    old.port == new.port && (old.connection == new.connection || on_hold(old) || on_hold(new))
+}
+
+/// Where media for a remote goes: the nominated pair under ICE, else latched or signalled;
+/// nowhere while it is on hold.
 fn peer(r: &RemoteStream, ice: IceRole, mode: LatchMode, c: Component) -> Option<SocketAddr> {
     if ice != IceRole::None {
         return r.nominated[c as usize];
+    }
+    if on_hold(&r.desc) {
+        return None;
     }
     if mode == LatchMode::Asymmetric {
         return signalled(&r.desc, c);

@@ -783,3 +783,83 @@ fn ice_key_in_the_answer_forces_or_removes_ice_towards_the_offerer() {
             .any(|l| l.tag == "A" && l.role == IceRole::Terminated)
     );
 }
+
+#[test]
+fn hold_with_zero_address_keeps_ports_and_latch_and_sends_nothing_to_the_holder() {
+    let mut s = setup();
+    s.latch(sa("192.0.2.1:30000"), sa("198.51.100.10:4000"))
+        .unwrap();
+    s.latch(sa("192.0.2.1:30002"), sa("198.51.100.20:5000"))
+        .unwrap();
+    let before = s.call_entries("c1");
+    assert_eq!(before.len(), 2);
+    let reoffer = |s: &mut relay_core::session::Sessions, ip: &str| {
+        s.offer("c1", "A", &offer_sdp(ip, 4000), &OfferOptions::default())
+            .unwrap();
+        s.answer(
+            "c1",
+            "A",
+            "B",
+            &answer_sdp("198.51.100.20", 5000),
+            &AnswerOptions::default(),
+        )
+        .unwrap();
+    };
+    // A holds (c=0.0.0.0): same relay ports, A's latch kept, so A's media (music on hold)
+    // still goes to B; nothing goes to A.
+    reoffer(&mut s, "0.0.0.0");
+    assert_eq!(s.streams("c1")[0].legs[0].rtp, Some(sa("192.0.2.1:30000")));
+    assert_eq!(s.call_entries("c1"), vec![before[0]]);
+    // Resume at the same address: both entries back, nothing to re-learn.
+    reoffer(&mut s, "198.51.100.10");
+    assert_eq!(s.call_entries("c1"), before);
+    // Hold again, then resume elsewhere: the old latch does not follow A to its new address.
+    reoffer(&mut s, "0.0.0.0");
+    reoffer(&mut s, "198.51.100.11");
+    let after = s.call_entries("c1");
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].local, sa("192.0.2.1:30002"));
+    assert_eq!(after[0].rewrite.to, sa("198.51.100.11:4000"));
+}
+
+#[test]
+fn deleting_the_active_fork_hands_over_to_the_latest_other_answer() {
+    let mut s = sessions();
+    s.offer(
+        "c",
+        "A",
+        &offer_sdp("198.51.100.10", 4000),
+        &OfferOptions::default(),
+    )
+    .unwrap();
+    // Answer order differs from tag order on purpose.
+    for (tag, ip) in [
+        ("zz", "198.51.100.21"),
+        ("mm", "198.51.100.22"),
+        ("aa", "198.51.100.23"),
+    ] {
+        s.answer(
+            "c",
+            "A",
+            tag,
+            &answer_sdp(ip, 5000),
+            &AnswerOptions::default(),
+        )
+        .unwrap();
+    }
+    s.latch(sa("192.0.2.1:30000"), sa("198.51.100.10:4000"))
+        .unwrap();
+    let to = |s: &relay_core::session::Sessions| s.call_entries("c")[0].rewrite.to;
+    assert_eq!(to(&s), sa("198.51.100.23:5000"));
+    // The active fork (latest answer) goes: the one answered before it takes over, not the
+    // one whose tag sorts last.
+    s.delete("c", Some("A"), Some("aa")).unwrap();
+    assert_eq!(s.streams("c")[0].legs[1].tag.as_deref(), Some("mm"));
+    assert_eq!(to(&s), sa("198.51.100.22:5000"));
+    // A fork that is not active goes without changing anything.
+    s.delete("c", Some("A"), Some("zz")).unwrap();
+    assert_eq!(to(&s), sa("198.51.100.22:5000"));
+    // The last one takes the call with it.
+    s.delete("c", Some("A"), Some("mm")).unwrap();
+    assert_eq!(s.call_ids().count(), 0);
+}

@@ -2,8 +2,10 @@
 //! pairs with unique names, and a private bpffs mount. Everything is removed on drop, so on
 //! every exit path including panics.
 
+pub mod call;
 pub mod daemon;
 pub mod frames;
+pub mod ice;
 pub mod netns;
 pub mod rtpengine;
 pub mod topology;

@@ -52,9 +52,20 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered this namespace; sockets it creates live there.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        self.spawn(f)?
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
+    }
+
+    /// Like [`Netns::run`] without waiting: for hosts that must act at the same time (two ICE
+    /// agents checking against the relay at once).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T>>> {
         let path = format!("/run/netns/{}", self.name);
         let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-        let handle = std::thread::spawn(move || {
+        Ok(std::thread::spawn(move || {
             // SAFETY: setns on this thread only; the fd is valid for the call.
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             if rc != 0 {
@@ -64,10 +75,7 @@ impl Netns {
                 ));
             }
             Ok(f())
-        });
-        handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
+        }))
     }
 }
 

@@ -12,19 +12,24 @@ pub const RELAY_SERVICE: &str = "10.99.0.1";
 /// IPv6 service address of the relay.
 pub const RELAY_SERVICE6: &str = "fd00:99::1";
 
-/// The address of the first audio m= line: its port with the c= address (IPv4).
+/// The address of the first audio m= line: its port with the first c= address (IPv4 or IPv6).
 pub fn media_addr(sdp: &str) -> std::net::SocketAddr {
-    let ip = sdp
+    let ip: std::net::IpAddr = sdp
         .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .find_map(|l| {
+            l.strip_prefix("c=IN IP4 ")
+                .or_else(|| l.strip_prefix("c=IN IP6 "))
+        })
         .expect("c= line")
-        .trim();
+        .trim()
+        .parse()
+        .expect("c= address");
     let port = sdp
         .lines()
         .find_map(|l| l.strip_prefix("m=audio "))
         .and_then(|r| r.split(' ').next())
         .expect("m= line");
-    format!("{ip}:{port}").parse().expect("media address")
+    std::net::SocketAddr::new(ip, port.parse().expect("m= port"))
 }
 
 pub struct Host {

@@ -4,27 +4,20 @@
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use is::{
-    Candidate, DefaultSha1HmacProvider, IceAgent, IceAgentEvent, IceCreds, Protocol,
-    Sha1HmacProvider,
-    stun::{StunMessage, StunPacket, TransId},
+    DefaultSha1HmacProvider, IceCreds, Sha1HmacProvider,
+    stun::{StunMessage, TransId},
 };
 use relay_tests::{
     daemon::ng_call,
+    ice::{attr, check},
     netns::Bpffs,
     topology::{RELAY_SERVICE, Topology, media_addr},
 };
 use serde_json::json;
-
-fn attr<'a>(sdp: &'a str, name: &str) -> &'a str {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix(&format!("a={name}:")))
-        .unwrap_or_else(|| panic!("no a={name} in\n{sdp}"))
-        .trim()
-}
 
 #[test]
 fn ice_caller_against_terminating_relay() {
@@ -85,55 +78,29 @@ fn ice_caller_against_terminating_relay() {
         .unwrap();
 
     // The caller: `is` as controlling agent, then RTP from the same socket.
-    let (nominated, caller) = t
+    let checked = t
         .caller
         .ns
         .run(move || {
-            let sock = UdpSocket::bind("10.1.1.2:4000").unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(20)))
-                .unwrap();
             let local: SocketAddr = "10.1.1.2:4000".parse().unwrap();
-            let mut agent = IceAgent::new(caller_creds);
-            agent.set_controlling(true);
-            agent.set_remote_credentials(relay_creds);
-            agent.add_local_candidate(Candidate::host(local, "udp").unwrap());
-            agent.add_remote_candidate(Candidate::host(relay_a, "udp").unwrap());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut nominated = None;
-            let mut buf = [0u8; 1500];
-            while Instant::now() < deadline && nominated.is_none() {
-                agent.handle_timeout(Instant::now());
-                while let Some(tx) = agent.poll_transmit() {
-                    sock.send_to(&tx.contents, tx.destination).unwrap();
-                }
-                while let Some(e) = agent.poll_event() {
-                    if let IceAgentEvent::NominatedSend { destination, .. } = e {
-                        nominated = Some(destination);
-                    }
-                }
-                if let Ok((n, src)) = sock.recv_from(&mut buf)
-                    && let Ok(message) = StunMessage::parse(&buf[..n])
-                {
-                    let pkt = StunPacket {
-                        proto: Protocol::Udp,
-                        source: src,
-                        destination: local,
-                        message,
-                    };
-                    agent.handle_packet(Instant::now(), pkt);
-                }
-            }
-            (nominated, sock)
+            let sock = UdpSocket::bind(local).unwrap();
+            check(
+                sock,
+                local,
+                caller_creds,
+                relay_creds,
+                &[relay_a],
+                true,
+                Duration::from_secs(10),
+            )
         })
         .unwrap();
+    let (nominated, caller) = (checked.nominated, checked.sock);
     assert_eq!(
         nominated,
         Some(relay_a),
         "the independent agent nominated the relay's candidate"
     );
-    caller
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
 
     // Give the daemon a moment to turn the nomination into an entry, then media both ways.
     std::thread::sleep(Duration::from_millis(200));
