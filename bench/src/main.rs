@@ -137,7 +137,7 @@ fn run() -> Result<()> {
     let searches = 1 + OFFERED.len() as u64 + u64::from(args.peers);
     let bar = ProgressBar::new(searches * (1 + u64::from(steps)));
     bar.set_style(ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} trials  {msg}",
+        "{bar:40} {pos}/{len} search steps  {msg}",
     )?);
     let loop_frame = rtp_frame(&t, SINK_ADDR, LOOP_PORT, 1);
     let live = |label: &str, streams: u32, drain_ms: u64| {
@@ -149,6 +149,7 @@ fn run() -> Result<()> {
             trial,
             drain: Duration::from_millis(drain_ms),
             steps,
+            fresh: None,
         }
     };
 

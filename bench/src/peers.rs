@@ -2,7 +2,7 @@
 //! rate: offer+answer pairs per second over NG, ours and rtpengine's.
 
 use std::{
-    net::SocketAddr,
+    net::{SocketAddr, SocketAddrV4},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     topo::{GEN_ADDR, GEN_PORT, SERVICE, SINK_ADDR, Topo},
-    traffic::{Search, SearchSpec, Sink, gen_config, search},
+    traffic::{Fresh, Search, SearchSpec, Sink, gen_config, search},
 };
 
 pub const RTPENGINE_NG: &str = "127.0.0.1:2224";
@@ -81,14 +81,27 @@ pub fn rtpengine_rate(
     bar: &ProgressBar,
 ) -> Result<Search> {
     let ng: SocketAddr = RTPENGINE_NG.parse()?;
-    let to = t.relay.run(move || -> Result<SocketAddr> {
-        let c = NgClient::new(ng, Duration::from_secs(1), 3)?;
-        call(&c, "bench-rtpengine-media")
-    })??;
-    let std::net::IpAddr::V4(ip) = to.ip() else {
-        bail!("rtpengine answered with {to}");
-    };
-    let (config, frame) = gen_config(t, ip.octets(), to.port(), 1, 1);
+    // The client's socket is made in the relay's namespace and keeps it when used elsewhere.
+    let client = t
+        .relay
+        .run(move || NgClient::new(ng, Duration::from_secs(1), 3))??;
+    let mut n = 0u32;
+    // rtpengine stops forwarding a stream whose socket queue overflowed a few times, which
+    // every trial above its rate does: each trial gets a call of its own.
+    let fresh: Fresh = Box::new(move || -> Result<SocketAddrV4> {
+        if n > 0 {
+            let _ = client.call(&obj(json!({
+                "command": "delete", "call-id": format!("bench-rtpengine-{}", n - 1),
+            })));
+        }
+        let to = call(&client, &format!("bench-rtpengine-{n}"))?;
+        n += 1;
+        match to {
+            SocketAddr::V4(v4) => Ok(v4),
+            other => bail!("rtpengine answered with {other}"),
+        }
+    });
+    let (config, frame) = gen_config(t, [10, 99, 0, 1], 1, 1, 1);
     let spec = SearchSpec {
         label: "rtpengine".into(),
         config,
@@ -97,6 +110,7 @@ pub fn rtpengine_rate(
         // A userspace relay holds packets in socket buffers: give them time to come out.
         drain: Duration::from_millis(200),
         steps,
+        fresh: Some(fresh),
     };
     search(t, sink, spec, bar)
 }

@@ -133,7 +133,7 @@ fn pin_napi_of(dev: &str, prio: i32) -> Result<()> {
                 continue;
             };
             if comm.trim_end().starts_with(&want) {
-                pin(pid, 1, prio)?;
+                pin(pid, 1, Some(prio))?;
                 pinned += 1;
             }
         }
@@ -148,11 +148,11 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Pins `pid` (0: the calling thread) to `cpu` with a real-time FIFO priority: the machines
-/// are shared, and a compiler preempting the generator or the relay's NAPI thread for a few
+/// Pins `pid` (0: the calling thread) to `cpu`, with a real-time FIFO priority if given: the
+/// machines are shared, and a compiler preempting the relay's NAPI thread for a few
 /// milliseconds overflows a 256-frame veth ring, which would be counted as the relay's loss.
 /// The real-time throttle (95% by default) still leaves the CPU to others.
-pub fn pin(pid: i32, cpu: usize, prio: i32) -> Result<()> {
+pub fn pin(pid: i32, cpu: usize, prio: Option<i32>) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t and sched_param are valid; CPU_SET writes inside the set.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -163,6 +163,9 @@ pub fn pin(pid: i32, cpu: usize, prio: i32) -> Result<()> {
                 std::io::Error::last_os_error()
             );
         }
+        let Some(prio) = prio else {
+            return Ok(());
+        };
         let mut param: libc::sched_param = std::mem::zeroed();
         param.sched_priority = prio;
         if libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param) != 0 {

@@ -25,7 +25,8 @@ use crate::latch::{
 };
 use crate::ports::{PortAllocator, PortError};
 use crate::sdp::{
-    self, Candidate, Line, LineEnding, MediaDesc, Sdp, SdpError, SessionDesc, is_ice_attr,
+    self, Candidate, Direction, Line, LineEnding, MediaDesc, Sdp, SdpError, SessionDesc,
+    is_ice_attr,
 };
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -941,6 +942,22 @@ impl Sessions {
             .iter()
             .find_map(|sd| sd.remotes.get(tag))
             .map(|m| m.sdp.as_str())
+    }
+
+    /// True when a leg of the call has muted or inactive media: a=sendonly, a=recvonly,
+    /// a=inactive or c=0.0.0.0 on an enabled stream (a call on hold). Such calls are timed out
+    /// by rtpengine's silent timeout instead of the media timeout.
+    pub fn is_muted(&self, call_id: &str) -> bool {
+        let Some(call) = self.calls.get(call_id) else {
+            return false;
+        };
+        call.sides
+            .iter()
+            .filter_map(Side::active)
+            .flat_map(|m| &m.streams)
+            .any(|r| {
+                r.desc.port != 0 && (r.desc.direction != Direction::SendRecv || on_hold(&r.desc))
+            })
     }
 
     /// Per-stream view of a call.

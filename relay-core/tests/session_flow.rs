@@ -863,3 +863,39 @@ fn deleting_the_active_fork_hands_over_to_the_latest_other_answer() {
     s.delete("c", Some("A"), Some("mm")).unwrap();
     assert_eq!(s.call_ids().count(), 0);
 }
+
+#[test]
+fn hold_marks_the_call_muted_until_resume() {
+    let mut s = setup();
+    assert!(!s.is_muted("c1"), "an established sendrecv call");
+    assert!(!s.is_muted("unknown"));
+    let with = |sdp: String, extra: &str| {
+        sdp.replace("RTP/AVP 0\r\n", &format!("RTP/AVP 0\r\n{extra}\r\n"))
+    };
+    let reinvite = |s: &mut relay_core::session::Sessions, offer: &str, answer: &str| {
+        s.offer("c1", "A", offer, &OfferOptions::default()).unwrap();
+        s.answer("c1", "A", "B", answer, &AnswerOptions::default())
+            .unwrap();
+    };
+    for (offer_attr, answer_attr) in [("a=sendonly", "a=recvonly"), ("a=inactive", "a=inactive")] {
+        reinvite(
+            &mut s,
+            &with(offer_sdp("198.51.100.10", 4000), offer_attr),
+            &with(answer_sdp("198.51.100.20", 5000), answer_attr),
+        );
+        assert!(s.is_muted("c1"), "{offer_attr} / {answer_attr}");
+        reinvite(
+            &mut s,
+            &offer_sdp("198.51.100.10", 4000),
+            &answer_sdp("198.51.100.20", 5000),
+        );
+        assert!(!s.is_muted("c1"), "resumed after {offer_attr}");
+    }
+    // The old way (RFC 3264 s.8.4).
+    reinvite(
+        &mut s,
+        &offer_sdp("198.51.100.10", 4000).replace("c=IN IP4 198.51.100.10", "c=IN IP4 0.0.0.0"),
+        &answer_sdp("198.51.100.20", 5000),
+    );
+    assert!(s.is_muted("c1"), "c=0.0.0.0");
+}

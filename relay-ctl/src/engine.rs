@@ -810,8 +810,14 @@ impl Engine {
         let expired: Vec<String> = self
             .meta
             .iter()
-            .filter(|(_, m)| {
-                let idle = now.duration_since(m.last_activity) > self.cfg.media_timeout;
+            .filter(|(c, m)| {
+                // Calls on hold get rtpengine's silent timeout instead of the media timeout.
+                let limit = if self.sessions.is_muted(c) {
+                    self.cfg.silent_timeout
+                } else {
+                    self.cfg.media_timeout
+                };
+                let idle = now.duration_since(m.last_activity) > limit;
                 let final_ = !self.cfg.final_timeout.is_zero()
                     && now.duration_since(m.created_at) > self.cfg.final_timeout;
                 idle || final_

@@ -188,3 +188,62 @@ fn daemon_serves_ng_and_metrics_and_survives_restart() {
     let _ = std::fs::remove_file(&state);
     relay_ctl::persist::detach_all(&pin_dir).unwrap();
 }
+
+/// rtpengine's timeouts: a call without media ends after `--timeout`, a call on hold (muted
+/// or inactive media) only after `--silent-timeout`, and their ports are freed.
+#[test]
+fn held_calls_get_the_silent_timeout() {
+    if !relay_tests::privileged("held_calls_get_the_silent_timeout") {
+        return;
+    }
+    let p = relay_tests::unique_prefix();
+    let bpffs = Bpffs::new(&p).unwrap();
+    let pin_dir = bpffs.path().join("relay");
+    let caller = Netns::new(&format!("{p}-c")).unwrap();
+    let relay = Netns::new(&format!("{p}-r")).unwrap();
+    let (vc, vr) = (format!("{p}c"), format!("{p}r"));
+    veth(&caller, &vc, "10.204.0.2/24", &relay, &vr, "10.204.0.1/24").unwrap();
+    let args = [
+        "--listen=pub/10.204.0.1",
+        &format!("--interface={vr}"),
+        "--port-min=30000",
+        "--port-max=30100",
+        "--timeout=1",
+        "--silent-timeout=4",
+    ];
+    let _d = Daemon::start(&relay, &pin_dir, &args).unwrap();
+    let sdp = |ip: &str, port: u16, dir: &str| {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na={dir}\r\n"
+        )
+    };
+    for (call, offer_dir, answer_dir) in [
+        ("talking", "sendrecv", "sendrecv"),
+        ("held", "sendonly", "recvonly"),
+    ] {
+        ng_call(
+            &relay,
+            json!({"command": "offer", "call-id": call, "from-tag": "a",
+                   "sdp": sdp("10.204.0.2", 4000, offer_dir)}),
+        )
+        .unwrap();
+        ng_call(
+            &relay,
+            json!({"command": "answer", "call-id": call, "from-tag": "a", "to-tag": "b",
+                   "sdp": sdp("10.204.0.3", 5000, answer_dir)}),
+        )
+        .unwrap();
+    }
+    let calls = || ng_call(&relay, json!({"command": "list"})).unwrap()["calls"].clone();
+    assert_eq!(calls(), json!(["held", "talking"]));
+    // Bounded polls: the media timeout (1 s) is checked on a 1 s tick.
+    let wait_for = |want: serde_json::Value, secs: u64| {
+        (0..secs * 10).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            calls() == want
+        })
+    };
+    assert!(wait_for(json!(["held"]), 4), "{}", calls());
+    let stats = ng_call(&relay, json!({"command": "statistics"})).unwrap();
+    assert!(wait_for(json!([]), 6), "{} {stats:?}", calls());
+}
