@@ -27,7 +27,12 @@
 //! - error reasons: ours start with rtpengine's words and may add detail after a colon;
 //! - replies to `delete` and `query` carry different statistics keys; compared are `result`,
 //!   `warning`, and for `query` the tags, media and local ports (against the SDP ones);
-//! - rtpengine runs with `--delete-delay=0`, our default (its own default is 30 s).
+//! - rtpengine runs with `--delete-delay=0`, our default (its own default is 30 s);
+//! - a query's stream `endpoint`: rtpengine reports the SDP address before any media, ours only
+//!   a latched or ICE-nominated peer (what it means for our operators and tests); not compared;
+//! - one logical interface name per address family: rtpengine joins an IPv4 and an IPv6
+//!   `--interface` of the same name into one and then advertises ICE candidates of both
+//!   families; our configuration refuses a duplicate name, so both servers get `pub` and `pub6`.
 
 use std::{
     collections::HashSet,
