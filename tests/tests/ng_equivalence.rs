@@ -225,6 +225,28 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "rtcp-mux offer + reject: offered to the callee, refused to the caller",
+            steps: vec![
+                offer(
+                    "mux-offrej",
+                    a_sdp(MUX),
+                    json!({"rtcp-mux": ["reject", "offer"]}),
+                ),
+                answer("mux-offrej", b_sdp(MUX), none()),
+            ],
+        },
+        Case {
+            name: "rtcp-mux offer + reject from a caller without rtcp-mux",
+            steps: vec![
+                offer(
+                    "mux-offrej2",
+                    a_sdp(""),
+                    json!({"rtcp-mux": ["offer", "reject"]}),
+                ),
+                answer("mux-offrej2", b_sdp(MUX), none()),
+            ],
+        },
+        Case {
             name: "rtcp-mux require: one port towards the callee, a=rtcp names it",
             steps: vec![
                 offer("mux-require", a_sdp(""), json!({"rtcp-mux": ["require"]})),
