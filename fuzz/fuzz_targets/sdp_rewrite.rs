@@ -44,7 +44,8 @@ fuzz_target!(|data: &[u8]| {
         RtcpMuxOption::Accept,
         RtcpMuxOption::Reject,
         RtcpMuxOption::Require,
-    ][usize::from(sel >> 3 & 7) % 6];
+        RtcpMuxOption::OfferReject,
+    ][usize::from(sel >> 3 & 7) % 7];
     let mut opts = OfferOptions {
         ice,
         rtcp_mux,

@@ -159,6 +159,9 @@ pub enum RtcpMuxOption {
     Reject,
     /// The answerer must use rtcp-mux: offered without an RTCP port.
     Require,
+    /// `offer` and `reject` together: offered to the answerer, refused to the offerer (the
+    /// opposite of `Demux`).
+    OfferReject,
 }
 
 /// rtpengine flags that change latching.
@@ -616,7 +619,7 @@ impl Sessions {
             ss.mux = a_offered
                 && match call.mux_option {
                     RtcpMuxOption::Accept | RtcpMuxOption::Demux | RtcpMuxOption::Require => true,
-                    RtcpMuxOption::Reject => false,
+                    RtcpMuxOption::Reject | RtcpMuxOption::OfferReject => false,
                     RtcpMuxOption::None | RtcpMuxOption::Offer => b_mux,
                 };
             if ss.ice == IceRole::Optional && !answer_ice {
@@ -1104,7 +1107,7 @@ impl Sessions {
             ls.mux_offered = m.rtcp_mux;
             let lo = &mut call.sides[o].streams[i];
             lo.mux_offered = match opts.rtcp_mux {
-                RtcpMuxOption::Offer | RtcpMuxOption::Require => true,
+                RtcpMuxOption::Offer | RtcpMuxOption::Require | RtcpMuxOption::OfferReject => true,
                 RtcpMuxOption::Demux => false,
                 RtcpMuxOption::None | RtcpMuxOption::Accept | RtcpMuxOption::Reject => m.rtcp_mux,
             };

@@ -98,6 +98,7 @@ fn options() -> impl Strategy<Value = OfferOptions> {
             Just(RtcpMuxOption::Accept),
             Just(RtcpMuxOption::Reject),
             Just(RtcpMuxOption::Require),
+            Just(RtcpMuxOption::OfferReject),
         ],
         any::<bool>(),
     )

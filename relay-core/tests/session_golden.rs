@@ -530,6 +530,38 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "rtcp-mux offer + reject",
+            offer: A_PLAIN,
+            opts: opts(|o| o.rtcp_mux = RtcpMuxOption::OfferReject),
+            // Offered to the answerer on an RTP/RTCP pair (a=rtcp not needed: RTP + 1)...
+            want_offer: &[
+                "v=0",
+                "o=alice 2890844526 2890844526 IN IP4 198.51.100.10",
+                "s=-",
+                "c=IN IP4 203.0.113.1",
+                "b=AS:84",
+                "t=0 0",
+                "m=audio 30002 RTP/SAVP 0 8 101",
+                "b=TIAS:64000",
+                "a=rtpmap:0 PCMU/8000",
+                "a=rtpmap:101 telephone-event",
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32",
+                "a=x-vendor-thing:42",
+                "a=sendrecv",
+                "a=rtcp-mux",
+            ],
+            answer: B_ICE,
+            // ...and not given to the offerer even though the answerer accepted it.
+            want_answer: &[
+                "v=0",
+                "o=bob 1 1 IN IP4 198.51.100.20",
+                "s=-",
+                "c=IN IP4 203.0.113.1",
+                "t=0 0",
+                "m=audio 30000 RTP/AVP 0",
+            ],
+        },
+        Case {
             name: "rtcp-mux require",
             offer: A_PLAIN,
             opts: opts(|o| o.rtcp_mux = RtcpMuxOption::Require),

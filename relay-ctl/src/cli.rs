@@ -213,6 +213,9 @@ pub fn delete(
 ) -> Result<()> {
     let mut r = request("delete");
     r.insert("call-id".into(), call_id.into());
+    // An operator's delete of a call that is not there is an error (exit 1), not the warning a
+    // SIP proxy gets by default.
+    r.insert("flags".into(), json!(["fatal"]));
     if let Some(t) = from_tag {
         r.insert("from-tag".into(), t.into());
     }

@@ -145,20 +145,31 @@ impl Request {
 
     pub fn offer_options(&mut self) -> Result<OfferOptions, OptionError> {
         let ice = self.ice()?.unwrap_or_default();
-        // Several rtcp-mux items may be given; the last one we know wins.
+        // Several rtcp-mux items may be given: `offer` with `reject` is a combination of its
+        // own (rtpengine's opposite of `demux`); otherwise the last one we know wins.
         let mut rtcp_mux = RtcpMuxOption::None;
+        let (mut offer, mut reject) = (false, false);
         for item in self.list("rtcp-mux") {
             rtcp_mux = match normalise(&item).as_str() {
-                "offer" => RtcpMuxOption::Offer,
+                "offer" => {
+                    offer = true;
+                    RtcpMuxOption::Offer
+                }
                 "demux" => RtcpMuxOption::Demux,
                 "accept" => RtcpMuxOption::Accept,
-                "reject" => RtcpMuxOption::Reject,
+                "reject" => {
+                    reject = true;
+                    RtcpMuxOption::Reject
+                }
                 "require" => RtcpMuxOption::Require,
                 other => {
                     self.unknown.push(format!("rtcp-mux {other}"));
                     rtcp_mux
                 }
             };
+        }
+        if offer && reject {
+            rtcp_mux = RtcpMuxOption::OfferReject;
         }
         let direction = match self.list("direction").as_slice() {
             [] => None,
@@ -243,6 +254,10 @@ mod tests {
             req(json!({"rtcp_mux": "require", "flags": "strict-source", "delete delay": "30"}));
         let o = r.offer_options().unwrap();
         assert_eq!(o.rtcp_mux, RtcpMuxOption::Require);
+        let both = req(json!({"rtcp-mux": ["reject", "offer"]}))
+            .offer_options()
+            .unwrap();
+        assert_eq!(both.rtcp_mux, RtcpMuxOption::OfferReject);
         assert!(o.flags.strict_source);
         assert_eq!(r.int("delete-delay"), Ok(Some(30)));
     }

@@ -157,6 +157,17 @@ fn relay_ctl_drives_a_call_from_sip_messages() {
         None,
     );
     assert!(out.status.success());
+    let out = ctl(
+        &t.relay,
+        &["delete", "--call-id", "a84b4c76e66710@pc33.example.com"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "a second delete is an error");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Call-ID not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = ctl(&t.relay, &["show", "a84b4c76e66710@pc33.example.com"], None);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

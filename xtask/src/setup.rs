@@ -155,11 +155,8 @@ pub fn install_peers() -> Result<()> {
         return Ok(());
     }
     let t0 = Instant::now();
-    let pid_files = [
-        "/run/rtpengine/rtpengine-daemon.pid",
-        "/run/rtpengine-daemon.pid",
-        "/run/rtpengine/rtpengine.pid",
-    ];
+    // Where Debian's unit and init script (default and fallback) keep the service's pid.
+    let pid_files = ["/run/rtpengine/rtpengine-daemon.pid", "/run/rtpengine.pid"];
     let pid_before: Vec<Option<String>> = pid_files
         .iter()
         .map(|f| std::fs::read_to_string(f).ok())
