@@ -7,9 +7,14 @@ pub const GEN_CONFIG_SYMBOL: &str = "GEN_CONFIG";
 /// is due, slots 2 and 3 when the first and the last packet of a trial were sent
 /// (CLOCK_MONOTONIC ns; userspace zeroes 2 and 3 before a trial).
 pub const GEN_SEQ_MAP: &str = "GEN_SEQ";
-/// The generator's pacing: slot 0 holds the interval between packets in ns (0: no pacing).
-/// A map rather than a read-only global so a rate search changes it without reloading.
-pub const GEN_PACE_MAP: &str = "GEN_PACE";
+/// What a rate search changes between trials without reloading the generator: slot 0 the
+/// interval between packets in ns (0: no pacing); slots 1 and 2 a destination address (the
+/// four address bytes as a native u32) and port (host order) replacing `GenConfig`'s base,
+/// when slot 1 is not zero.
+pub const GEN_CTRL_MAP: &str = "GEN_CTRL";
+pub const CTRL_INTERVAL: u32 = 0;
+pub const CTRL_ADDR: u32 = 1;
+pub const CTRL_PORT: u32 = 2;
 /// Longest a packet waits for its slot, in `bpf_ktime_get_ns` calls (tens of microseconds):
 /// bounds the spin, so the lowest paced rate is a few ten thousand packets per second.
 pub const GEN_MAX_SPIN: u32 = 4096;

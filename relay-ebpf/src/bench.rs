@@ -20,8 +20,8 @@ use aya_ebpf::{
 use net::{UdpHdr, ptr_at};
 use relay_common::{
     bench::{
-        GEN_HEADER, GEN_MAX_SPIN, GenConfig, OFF_IP_CHECK, OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC,
-        OFF_RTP_TS, OFF_UDP_CHECK, OFF_UDP_DPORT,
+        CTRL_ADDR, CTRL_INTERVAL, CTRL_PORT, GEN_HEADER, GEN_MAX_SPIN, GenConfig, OFF_IP_CHECK,
+        OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC, OFF_RTP_TS, OFF_UDP_CHECK, OFF_UDP_DPORT,
     },
     config::RelayConfig,
     stats::StatEntry,
@@ -44,8 +44,8 @@ static GEN_CONFIG: GenConfig = GenConfig {
 #[map(name = "GEN_SEQ")]
 static GEN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(4, 0);
 
-#[map(name = "GEN_PACE")]
-static GEN_PACE: Array<u64> = Array::with_max_entries(1, 0);
+#[map(name = "GEN_CTRL")]
+static GEN_CTRL: Array<u64> = Array::with_max_entries(3, 0);
 
 #[map(name = "SINK_STATS")]
 static SINK_STATS: PerCpuArray<StatEntry> = PerCpuArray::with_max_entries(1, 0);
@@ -83,15 +83,16 @@ pub fn r#gen(ctx: XdpContext) -> u32 {
     ) else {
         return XDP_ABORTED;
     };
-    let interval = GEN_PACE.get(0).copied().unwrap_or(0);
+    let interval = GEN_CTRL.get(CTRL_INTERVAL).copied().unwrap_or(0);
     if interval > 0 {
         // Pacing: wait (bounded) for this packet's slot, like pktgen's delay.
         // SAFETY: helper without preconditions; per-CPU slot, one writer.
         unsafe {
             let mut now = bpf_ktime_get_ns();
             let mut due = *next;
-            // A slot far in the past (idle, or a new trial) restarts the clock.
-            if due == 0 || due + 1_000_000 < now {
+            // A slot far in the past (a new trial, or the generator was preempted) restarts the
+            // clock rather than catching up with a burst a real sender would not make.
+            if due == 0 || due + 32 * interval < now {
                 due = now;
             }
             let mut spins = 0;
@@ -123,8 +124,12 @@ pub fn r#gen(ctx: XdpContext) -> u32 {
     let ppa = u64::from(c.ports_per_addr);
     let i = n % streams;
     let round = n / streams;
-    let addr = (u32::from_be_bytes(c.addr_base).wrapping_add((i / ppa) as u32)).to_be_bytes();
-    let port = (c.port_base.wrapping_add((i % ppa) as u16)).to_be_bytes();
+    let (addr_base, port_base) = match (GEN_CTRL.get(CTRL_ADDR), GEN_CTRL.get(CTRL_PORT)) {
+        (Some(&a), Some(&p)) if a != 0 => ((a as u32).to_ne_bytes(), p as u16),
+        _ => (c.addr_base, c.port_base),
+    };
+    let addr = (u32::from_be_bytes(addr_base).wrapping_add((i / ppa) as u32)).to_be_bytes();
+    let port = (port_base.wrapping_add((i % ppa) as u16)).to_be_bytes();
     let rtp_seq = (round as u16).to_be_bytes();
     let ts = (round as u32).wrapping_mul(160).to_be_bytes();
     let ssrc = (i as u32).to_be_bytes();
