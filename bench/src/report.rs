@@ -72,8 +72,8 @@ impl Results {
             };
             let _ = writeln!(
                 s,
-                "| zero-loss Mpps, {n} distinct streams{} | {floor} | {}{} | {peer} |",
-                if i == 0 { "" } else { " (relay only)" },
+                "| zero-loss Mpps, {n} distinct stream{} | {floor} | {}{} | {peer} |",
+                if i == 0 { "" } else { "s (relay only)" },
                 mpps(r.zero_loss_pps),
                 if r.generator_bound {
                     " (generator-bound)"
@@ -98,6 +98,15 @@ impl Results {
                 mpps(p.unthrottled.rate()),
                 p.unthrottled.loss() * 100.0
             )),
+        );
+        let _ = writeln!(
+            s,
+            "| forwarded Mpps at that overload | {} | {} | {} |",
+            mpps(self.floor_rate.unthrottled.forwarded()),
+            self.relay_rate
+                .first()
+                .map_or("-".into(), |r| mpps(r.1.unthrottled.forwarded())),
+            rte.map_or("-".into(), |p| mpps(p.unthrottled.forwarded())),
         );
         let fmt_ng = |v: Option<f64>| v.map_or("not run".into(), |v| format!("{v:.0}"));
         let _ = writeln!(
@@ -133,7 +142,8 @@ impl Results {
                 Some(_) => {
                     let _ = writeln!(
                         s,
-                        "| zero-loss rate >= 20x rtpengine | rtpengine lost packets at every rate tried | met |"
+                        "| zero-loss rate >= 20x rtpengine | rtpengine lost packets down to 10 kpps: > {:.0}x | met |",
+                        r.zero_loss_pps / 10_000.0
                     );
                 }
                 None => {

@@ -139,6 +139,10 @@ impl Trial {
     pub fn rate(&self) -> f64 {
         self.sent as f64 / self.secs
     }
+    /// What reached the sink per second of sending.
+    pub fn forwarded(&self) -> f64 {
+        self.received as f64 / self.secs
+    }
     pub fn loss(&self) -> f64 {
         if self.sent == 0 {
             return 1.0;
