@@ -86,6 +86,8 @@ fn stream_entry(
         _pad: [0; 2],
         counter_slot: slot,
         egress_ifindex: 0,
+        rtcp_src: Endpoint::default(),
+        rtcp_dst: Endpoint::default(),
     }
 }
 

@@ -42,6 +42,9 @@ pub enum Mismatch {
 
 /// `StreamEntry::flags`: accept any source (nothing latched to compare with).
 pub const FLAG_SOURCE_ANY: u8 = 1;
+/// `StreamEntry::flags`: the ingress port carries RTP and RTCP (rtcp-mux) and the other leg
+/// does not: RTCP (RFC 5761 s.4: second byte 192-223) is rewritten with `rtcp_src`/`rtcp_dst`.
+pub const FLAG_RTCP_DEMUX: u8 = 2;
 
 /// Value of the stream table.
 #[repr(C)]
@@ -64,6 +67,9 @@ pub struct StreamEntry {
     /// Egress device: 0 lets the kernel FIB choose; otherwise the FIB lookup is made as output
     /// through this ifindex (policy for multi-homed hosts), which must be in the devmap.
     pub egress_ifindex: u32,
+    /// With [`FLAG_RTCP_DEMUX`]: the rewrite for RTCP (the other leg's RTCP endpoints).
+    pub rtcp_src: Endpoint,
+    pub rtcp_dst: Endpoint,
 }
 
 /// Per-CPU, per-stream counters. `last_seen_ns` is `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
@@ -80,7 +86,7 @@ pub const MAX_STREAMS: u32 = 65_536;
 
 const _: () = assert!(core::mem::size_of::<StreamKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Endpoint>() == 20);
-const _: () = assert!(core::mem::size_of::<StreamEntry>() == 80);
+const _: () = assert!(core::mem::size_of::<StreamEntry>() == 120);
 const _: () = assert!(core::mem::size_of::<StreamCounters>() == 24);
 
 #[cfg(feature = "user")]

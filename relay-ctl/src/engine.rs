@@ -10,7 +10,7 @@ use std::{
 };
 
 use relay_common::stream::{
-    Endpoint, FLAG_SOURCE_ANY, Mismatch, StreamCounters, StreamEntry, StreamKey,
+    Endpoint, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, Mismatch, StreamCounters, StreamEntry, StreamKey,
 };
 use relay_core::{
     ice::{Component, IceEvent, IceLiteAgent},
@@ -72,8 +72,6 @@ pub struct Engine {
     agents: HashMap<(String, String, u64), IceLiteAgent>,
     agent_of: HashMap<SocketAddr, ((String, String, u64), Component)>,
     ice_checks: BTreeMap<&'static str, u64>,
-    /// Entries the fast path cannot express (RTCP demux from a muxed port): userspace forwards.
-    logged_userspace_only: HashSet<SocketAddr>,
     /// Sessions changed since the state file was last written (see [`Engine::flush_state`]).
     dirty: bool,
 }
@@ -124,7 +122,6 @@ impl Engine {
             slots: HashMap::new(),
             // Slot 0 stays unused so a zeroed entry never counts into a live stream.
             free_slots: (1..relay_common::stream::MAX_STREAMS).rev().collect(),
-            logged_userspace_only: HashSet::new(),
             dirty: false,
             agents: HashMap::new(),
             agent_of: HashMap::new(),
@@ -475,7 +472,6 @@ impl Engine {
             self.ports.unbind(gone);
             self.call_of.remove(gone);
             self.stats.remove(gone);
-            self.logged_userspace_only.remove(gone);
             if let Some(slot) = self.slots.remove(gone) {
                 self.free_slots.push(slot);
             }
@@ -629,13 +625,6 @@ impl Engine {
     /// Puts one entry into the XDP stream table; on failure the daemon keeps forwarding that
     /// stream itself, so a full map degrades speed, not service.
     fn install(&mut self, call_id: &str, e: &ForwardingEntry) {
-        if e.rtcp_rewrite.is_some() {
-            if self.logged_userspace_only.insert(e.local) {
-                tracing::info!(%call_id, local = %e.local, "RTCP demux from a muxed port stays in userspace");
-            }
-            self.uninstall(call_id, e.local);
-            return;
-        }
         let slot = match self.slots.get(&e.local) {
             Some(s) => *s,
             None => {
@@ -650,9 +639,16 @@ impl Engine {
                 s
             }
         };
-        let (flags, expected) = match e.expected_source {
+        let (mut flags, expected) = match e.expected_source {
             Some(a) => (0, Endpoint::from(a)),
             None => (FLAG_SOURCE_ANY, Endpoint::default()),
+        };
+        let (rtcp_src, rtcp_dst) = match e.rtcp_rewrite {
+            Some(r) => {
+                flags |= FLAG_RTCP_DEMUX;
+                (Endpoint::from(r.from), Endpoint::from(r.to))
+            }
+            None => (Endpoint::default(), Endpoint::default()),
         };
         let entry = StreamEntry {
             stream_id: e.stream.0,
@@ -668,6 +664,8 @@ impl Engine {
             _pad: [0; 2],
             counter_slot: slot,
             egress_ifindex: 0,
+            rtcp_src,
+            rtcp_dst,
         };
         match self.relay.insert_stream(StreamKey::from(e.local), entry) {
             Ok(()) => {

@@ -26,8 +26,8 @@ use relay_common::{
     config::RelayConfig,
     stats::{Reason, StatEntry},
     stream::{
-        FAMILY_V4, FAMILY_V6, FLAG_SOURCE_ANY, MAX_STREAMS, Mismatch, StreamCounters, StreamEntry,
-        StreamKey,
+        Endpoint, FAMILY_V4, FAMILY_V6, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, MAX_STREAMS, Mismatch,
+        StreamCounters, StreamEntry, StreamKey,
     },
 };
 
@@ -156,7 +156,21 @@ fn forward(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr) -> Result<Reason, Re
             _ => return Ok(Reason::DropSourceMismatch),
         }
     }
-    let out_v6 = match (entry.src.family, entry.dst.family) {
+    // rtcp-mux on this leg only: RTCP (RFC 5761 s.4) goes to the other leg's RTCP endpoints.
+    let mut rw = Rw {
+        src: &entry.src,
+        dst: &entry.dst,
+        egress: entry.egress_ifindex,
+    };
+    if entry.flags & FLAG_RTCP_DEMUX != 0 {
+        let rtp: *const [u8; 10] = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassMalformed)?;
+        // SAFETY: bounds checked by ptr_at.
+        if (192..=223).contains(&unsafe { (*rtp)[9] }) {
+            rw.src = &entry.rtcp_src;
+            rw.dst = &entry.rtcp_dst;
+        }
+    }
+    let out_v6 = match (rw.src.family, rw.dst.family) {
         (FAMILY_V4, FAMILY_V4) => false,
         (FAMILY_V6, FAMILY_V6) => true,
         _ => return Ok(Reason::PassFamilyChange),
@@ -164,12 +178,12 @@ fn forward(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr) -> Result<Reason, Re
 
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     // Decide the next hop before touching the frame: a frame passed up must be unmodified.
-    let hop = next_hop(ctx, out_v6, entry)?;
+    let hop = next_hop(ctx, out_v6, &rw)?;
     match (flow.v6, out_v6) {
-        (false, false) => rewrite_v4(ctx, flow, udp, entry)?,
-        (true, true) => rewrite_v6(ctx, flow, udp, entry)?,
-        (false, true) => v4_to_v6(ctx, flow, entry)?,
-        (true, false) => v6_to_v4(ctx, flow, entry)?,
+        (false, false) => rewrite_v4(ctx, flow, udp, &rw)?,
+        (true, true) => rewrite_v6(ctx, flow, udp, &rw)?,
+        (false, true) => v4_to_v6(ctx, flow, &rw)?,
+        (true, false) => v6_to_v4(ctx, flow, &rw)?,
     }
     let reason = send(ctx, &hop)?;
     if let Some(c) = RELAY_STREAM_COUNTERS.get_ptr_mut(entry.counter_slot) {
@@ -181,6 +195,13 @@ fn forward(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr) -> Result<Reason, Re
         }
     }
     Ok(reason)
+}
+
+/// The rewrite a packet gets: new source and destination, and the egress device (0: FIB).
+struct Rw<'a> {
+    src: &'a Endpoint,
+    dst: &'a Endpoint,
+    egress: u32,
 }
 
 /// One's-complement sum of 16-bit words, folded; byte order independent (RFC 1071).
@@ -211,12 +232,7 @@ fn update(check: u16, delta: u64) -> u16 {
 }
 
 #[inline(always)]
-fn rewrite_v4(
-    ctx: &XdpContext,
-    flow: &Flow,
-    udp: *mut UdpHdr,
-    e: &StreamEntry,
-) -> Result<(), Reason> {
+fn rewrite_v4(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr, e: &Rw<'_>) -> Result<(), Reason> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
     let mut new_s = [0u8; 4];
     let mut new_d = [0u8; 4];
@@ -250,12 +266,7 @@ fn rewrite_v4(
 }
 
 #[inline(always)]
-fn rewrite_v6(
-    ctx: &XdpContext,
-    flow: &Flow,
-    udp: *mut UdpHdr,
-    e: &StreamEntry,
-) -> Result<(), Reason> {
+fn rewrite_v6(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr, e: &Rw<'_>) -> Result<(), Reason> {
     let ip: *mut Ipv6Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
     // SAFETY: ip and udp are bounds checked.
     unsafe {
@@ -386,7 +397,7 @@ fn sum_bytes(ctx: &XdpContext, off: usize, len: usize) -> Result<u64, Reason> {
 /// IPv4 in, IPv6 out: the UDP datagram stays where it is; the link header moves to make room
 /// for the 40-byte IPv6 header in place of the IPv4 one (options included).
 #[inline(always)]
-fn v4_to_v6(ctx: &XdpContext, flow: &Flow, e: &StreamEntry) -> Result<(), Reason> {
+fn v4_to_v6(ctx: &XdpContext, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
     let udp: *const UdpHdr = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassTruncated)?;
     // SAFETY: bounds checked by ptr_at.
@@ -441,7 +452,7 @@ fn v4_to_v6(ctx: &XdpContext, flow: &Flow, e: &StreamEntry) -> Result<(), Reason
 
 /// IPv6 in, IPv4 out: a fresh 20-byte IPv4 header (DF set, no options) in place of the IPv6 one.
 #[inline(always)]
-fn v6_to_v4(ctx: &XdpContext, flow: &Flow, e: &StreamEntry) -> Result<(), Reason> {
+fn v6_to_v4(ctx: &XdpContext, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
     let udp: *const UdpHdr = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassTruncated)?;
     // SAFETY: bounds checked by ptr_at.
@@ -520,16 +531,16 @@ struct Hop {
 /// Next hop from the kernel FIB, and whether it leaves by the ingress device (XDP_TX) or by a
 /// device registered in the devmap.
 #[inline(always)]
-fn next_hop(ctx: &XdpContext, v6: bool, e: &StreamEntry) -> Result<Hop, Reason> {
+fn next_hop(ctx: &XdpContext, v6: bool, e: &Rw<'_>) -> Result<Hop, Reason> {
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     let ingress = ctx.ingress_ifindex() as u32;
     let mut flags = 0;
-    if e.egress_ifindex == 0 {
+    if e.egress == 0 {
         p.ifindex = ingress;
     } else {
         // An output lookup constrained to the configured device, as `ip route get ... oif`.
-        p.ifindex = e.egress_ifindex;
+        p.ifindex = e.egress;
         flags = BPF_FIB_LOOKUP_OUTPUT;
     }
     p.l4_protocol = 17;

@@ -133,6 +133,19 @@ impl Relay {
         Ok(out)
     }
 
+    /// One raw entry of the pinned stream table (fields [`MapEntry`] leaves out, as RTCP demux).
+    pub fn raw_stream(&self, local: SocketAddr) -> Result<Option<StreamEntry>> {
+        let path = self.pin_dir.join(names::STREAMS_MAP);
+        let data = MapData::from_pin(&path).with_context(|| format!("{}", path.display()))?;
+        let map: BpfHashMap<MapData, StreamKey, StreamEntry> =
+            BpfHashMap::try_from(BpfMap::HashMap(data))?;
+        match map.get(&StreamKey::from(local), 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Polls the stream table until `done` holds (the daemon installs entries asynchronously
     /// to the packet that caused them), at most 2 s; returns the last table read.
     pub fn wait_streams(

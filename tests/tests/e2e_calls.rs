@@ -3,6 +3,7 @@
 //! the payload at an ordinary socket, that the media crossed XDP (per-stream fast-path counters
 //! rise while the daemon's share stays put) and the stream table left after the step.
 
+use relay_common::stream::FLAG_RTCP_DEMUX;
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use relay_tests::{
@@ -285,10 +286,18 @@ fn rtcp_mux_on_one_leg_separate_rtcp_on_the_other() {
         1,
         rtcp_payload,
     );
-    // B's RTP and RTCP endpoints forward in XDP, both into A's one muxed port. A's muxed port
-    // has no entry: splitting its RTCP off to B's RTCP port is done by the daemon.
+    // B's RTP and RTCP endpoints forward in XDP, both into A's one muxed port; A's muxed port
+    // forwards RTP to B's RTP port and splits RTCP off to B's RTCP port, in XDP as well.
     let (a, b) = (addr("10.1.1.2:4000"), addr("10.1.2.2:5000"));
     let want = BTreeMap::from([
+        (
+            relay_a,
+            MapEntry {
+                expected: Some(a),
+                src: relay_b,
+                dst: b,
+            },
+        ),
         (
             relay_b,
             MapEntry {
@@ -307,6 +316,13 @@ fn rtcp_mux_on_one_leg_separate_rtcp_on_the_other() {
         ),
     ]);
     assert_eq!(r.wait_streams(|m| *m == want), want);
+    let demux = r.raw_stream(relay_a).unwrap().unwrap();
+    assert_ne!(demux.flags & FLAG_RTCP_DEMUX, 0, "{demux:?}");
+    assert_eq!(
+        (demux.rtcp_src.socket_addr(), demux.rtcp_dst.socket_addr()),
+        (Some(relay_b_rtcp), Some(addr("10.1.2.2:5001"))),
+        "A's RTCP leaves from B's relay RTCP endpoint to B's RTCP port"
+    );
 
     let q0 = r.query("mux");
     let user0 = r.userspace_forwarded();
@@ -320,7 +336,7 @@ fn rtcp_mux_on_one_leg_separate_rtcp_on_the_other() {
     assert_fast(&q0, &q1, "B", 1, 20);
     assert_eq!(r.userspace_forwarded(), user0, "B to A went through XDP");
     // A to B: RTP to B's RTP port, RTCP sent on A's RTP port to B's RTCP port (RTP + 1),
-    // each from the matching relay endpoint; delivered by the daemon.
+    // each from the matching relay endpoint; demuxed in XDP.
     burst(&caller, relay_a, &callee_rtp, relay_b, 20, rtp(200));
     burst(&caller, relay_a, &callee_rtcp, relay_b_rtcp, 20, |i| {
         rtcp_payload(200 + i)
@@ -329,11 +345,9 @@ fn rtcp_mux_on_one_leg_separate_rtcp_on_the_other() {
         silent(&callee_rtp, Duration::from_millis(100)),
         "RTCP leaked to RTP"
     );
-    assert_eq!(
-        r.userspace_forwarded(),
-        user0 + 40,
-        "A to B: demuxed in userspace"
-    );
+    let q2 = r.query("mux");
+    assert_fast(&q1, &q2, "A", 0, 40);
+    assert_eq!(r.userspace_forwarded(), user0, "A to B went through XDP");
     assert_eq!(r.streams().unwrap(), want);
 }
 

@@ -11,7 +11,7 @@ use etherparse::{LinkExtHeader, LinkHeader, NetHeaders, PacketHeaders, Transport
 use relay_common::{
     config::RelayConfig,
     stats::{Reason, Verdict},
-    stream::{Endpoint, FLAG_SOURCE_ANY, Mismatch, StreamEntry, StreamKey},
+    stream::{Endpoint, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, Mismatch, StreamEntry, StreamKey},
 };
 use relay_ctl::xdp::{Relay, read_totals};
 use relay_tests::{
@@ -46,6 +46,8 @@ fn entry(
         _pad: [0; 2],
         counter_slot: slot,
         egress_ifindex: 0,
+        rtcp_src: Endpoint::default(),
+        rtcp_dst: Endpoint::default(),
     }
 }
 
@@ -310,6 +312,24 @@ fn cases() -> Vec<Case> {
             frame: v4(Vlan::None, from_a, "10.10.1.1:30094", &rtp),
             reason: Reason::RedirectForward,
             expect: to_b("10.10.2.1:30095", "10.10.9.9:7000"),
+        },
+        Case {
+            name: "rtcp-mux leg: RTP to the RTP port",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30096", &rtp),
+            reason: Reason::RedirectForward,
+            expect: to_b("10.10.2.1:30098", "10.10.2.2:5000"),
+        },
+        Case {
+            name: "rtcp-mux leg: RTCP demuxed to the RTCP port",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30096", &rtcp),
+            reason: Reason::RedirectForward,
+            expect: to_b("10.10.2.1:30099", "10.10.2.2:5001"),
+        },
+        Case {
+            name: "rtcp-mux leg: one byte, not RTP or RTCP",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30096", &[0x80]),
+            reason: Reason::PassMalformed,
+            expect: Expect::Unchanged,
         },
         Case {
             name: "entry mixing families",
@@ -669,6 +689,22 @@ fn fast_path_table_under_prog_test_run() {
                             "10.10.1.2:4000",
                             "10.10.2.1:30095",
                             "10.10.9.9:7000",
+                            d,
+                            0,
+                        )
+                    },
+                ),
+                (
+                    "10.10.1.1:30096",
+                    StreamEntry {
+                        flags: FLAG_RTCP_DEMUX,
+                        rtcp_src: Endpoint::from(sa("10.10.2.1:30099")),
+                        rtcp_dst: Endpoint::from(sa("10.10.2.2:5001")),
+                        ..entry(
+                            13,
+                            "10.10.1.2:4000",
+                            "10.10.2.1:30098",
+                            "10.10.2.2:5000",
                             d,
                             0,
                         )
