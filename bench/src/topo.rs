@@ -177,3 +177,47 @@ pub fn pin(pid: i32, cpu: usize, prio: Option<i32>) -> Result<()> {
     }
     Ok(())
 }
+
+/// A SCHED_IDLE thread spinning on one CPU while it lives. On a virtual machine an idle vCPU
+/// halts, and waking it for the relay's NAPI thread can take milliseconds (a 256-frame veth
+/// ring overflows meanwhile); the spinner keeps it running and yields to any other thread.
+pub struct KeepAwake {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KeepAwake {
+    pub fn start(cpu: usize) -> Option<KeepAwake> {
+        if cpus() <= cpu {
+            return None;
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            // SAFETY: a zeroed sched_param is valid for SCHED_IDLE (priority 0).
+            unsafe {
+                let param: libc::sched_param = std::mem::zeroed();
+                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+            }
+            if pin(0, cpu, None).is_err() {
+                return;
+            }
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        Some(KeepAwake {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for KeepAwake {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -247,6 +247,27 @@ pub struct SearchSpec {
 
 /// Runs the search on a thread inside the generator's namespace, pinned to CPU 0.
 pub fn search(t: &Topo, sink: &Arc<Sink>, spec: SearchSpec, bar: &ProgressBar) -> Result<Search> {
+    let _awake = crate::topo::KeepAwake::start(1);
+    let r = search_inner(t, sink, spec, bar);
+    if std::env::var_os("RELAY_BENCH_VERBOSE").is_some() {
+        for (ns, dev) in [
+            (&t.gen_ns, &t.g0),
+            (&t.relay, &t.g1),
+            (&t.relay, &t.s1),
+            (&t.sink, &t.s0),
+        ] {
+            let out = crate::topo::ns_sh(ns, &format!("ethtool -S {dev} | grep -v ': 0$'"))
+                .unwrap_or_default();
+            eprintln!(
+                "{dev}: {}",
+                out.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+        }
+    }
+    r
+}
+
+fn search_inner(t: &Topo, sink: &Arc<Sink>, spec: SearchSpec, bar: &ProgressBar) -> Result<Search> {
     t.pin_napi()?;
     let g0 = t.g0.clone();
     let sink = Arc::clone(sink);
