@@ -270,8 +270,8 @@ fn run() -> Result<()> {
             &format!("--listen=pub/{}", topo::SERVICE),
             &format!("--interface={}", t.g1),
             &format!("--interface={}", t.s1),
-            "--port-min=30000",
-            "--port-max=39999",
+            "--port-min=20000",
+            "--port-max=29999",
         ],
     )?;
     let ng_ours = Some(peers::ng_pairs_per_second(

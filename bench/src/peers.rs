@@ -65,8 +65,8 @@ pub fn rtpengine_start(t: &Topo) -> Result<Rtpengine> {
         &RtpengineConfig {
             interfaces: &[&iface],
             ng: RTPENGINE_NG.parse()?,
-            port_min: 20_000,
-            port_max: 29_999,
+            port_min: 10_000,
+            port_max: 19_999,
             extra: &[],
         },
     )

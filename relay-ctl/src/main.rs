@@ -190,6 +190,13 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
             tracing::warn!(%dev, "IP forwarding is off on this device: the kernel FIB lookup from XDP refuses it, so media falls back to userspace; enable net.ipv4.conf.{dev}.forwarding and net.ipv6.conf.{dev}.forwarding");
         }
     }
+    if let Some((lo, hi)) = xdp::ephemeral_overlap(cfg.port_min, cfg.port_max) {
+        tracing::warn!(
+            port_min = cfg.port_min,
+            port_max = cfg.port_max,
+            "the relay port range overlaps the kernel's ephemeral ports {lo}-{hi}: other programs' sockets can take relay ports (offers then get a port that cannot be bound); move the range or reserve it in net.ipv4.ip_local_reserved_ports"
+        );
+    }
     let pin_dir = cfg.pin_dir.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

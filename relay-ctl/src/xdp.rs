@@ -313,6 +313,17 @@ pub fn ifindex(dev: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`) when it overlaps
+/// `min..=max`: any program's outgoing socket may then take a relay port before the daemon.
+pub fn ephemeral_overlap(min: u16, max: u16) -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text
+        .split_whitespace()
+        .filter_map(|v| v.parse::<u16>().ok());
+    let (lo, hi) = (it.next()?, it.next()?);
+    (min <= hi && lo <= max).then_some((lo, hi))
+}
+
 /// Whether IPv4 forwarding is on for `dev`, which bpf_fib_lookup requires.
 pub fn forwarding_enabled(dev: &str) -> bool {
     std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"))
