@@ -78,6 +78,7 @@ pub fn rtpengine_rate(
     sink: &Arc<Sink>,
     trial: Duration,
     steps: u32,
+    repeats: u32,
     bar: &ProgressBar,
 ) -> Result<Search> {
     let ng: SocketAddr = RTPENGINE_NG.parse()?;
@@ -110,6 +111,7 @@ pub fn rtpengine_rate(
         // A userspace relay holds packets in socket buffers: give them time to come out.
         drain: Duration::from_millis(200),
         steps,
+        repeats,
         fresh: Some(fresh),
     };
     search(t, sink, spec, bar)

@@ -242,6 +242,8 @@ pub struct SearchSpec {
     pub trial: Duration,
     pub drain: Duration,
     pub steps: u32,
+    /// Trials per search step; the step's result is their median.
+    pub repeats: u32,
     pub fresh: Option<Fresh>,
 }
 
@@ -323,18 +325,18 @@ fn search_inner(t: &Topo, sink: &Arc<Sink>, spec: SearchSpec, bar: &ProgressBar)
             });
         }
         // Bisect (geometrically: userspace and XDP relays differ by orders of magnitude) on
-        // the offered rate. Each step is the median of three trials, as a shared machine's
+        // the offered rate. Each step is the median of `repeats` trials, as a shared machine's
         // hiccups lose packets at any rate now and then; the figure is the highest rate the
         // generator achieved (it can fall short of the offered one) in a step without loss.
         let (mut lo, mut hi, mut best) = (MIN_RATE, un.rate(), 0.0f64);
         for _ in 0..spec.steps {
             let mid = (lo * hi).sqrt();
             let mut trials = Vec::new();
-            for _ in 0..3 {
+            for _ in 0..spec.repeats {
                 trials.push(g.trial(&sink, Some(mid), (mid * secs) as u64, spec.drain)?);
             }
             trials.sort_by(|a, b| a.loss().total_cmp(&b.loss()));
-            let tr = trials[1];
+            let tr = trials[trials.len() / 2];
             let ok = tr.loss() <= MAX_LOSS;
             if ok {
                 best = best.max(tr.rate());
