@@ -201,7 +201,7 @@ impl Results {
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d((0..bars.len() as i32).into_segmented(), 0.0..top)?;
+            .build_cartesian_2d((0..bars.len() as i32 - 1).into_segmented(), 0.0..top)?;
         let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
         c.configure_mesh()
             .disable_x_mesh()

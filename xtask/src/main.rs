@@ -83,8 +83,26 @@ fn run() -> Result<()> {
         Cmd::Bench { peers, quick } => {
             require_root("the bench creates network namespaces and loads XDP")?;
             setup::ensure_bench(peers)?;
-            cargo(&env, &["build", "--package", "relay-bench"])?;
-            let mut args = vec!["run", "--quiet", "--package", "relay-bench", "--"];
+            // Release: the daemon's NG rate is compared with rtpengine's optimised C.
+            cargo(
+                &env,
+                &[
+                    "build",
+                    "--release",
+                    "--package",
+                    "relay-bench",
+                    "--package",
+                    "relay-ctl",
+                ],
+            )?;
+            let mut args = vec![
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "relay-bench",
+                "--",
+            ];
             if peers {
                 args.push("--peers");
             }
