@@ -243,6 +243,12 @@ impl Relay {
     pub fn remove_stream(&mut self, key: &StreamKey) -> Result<(), XdpError> {
         match self.streams_map()?.remove(key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            // The kernel says ENOENT for a key that is not there: already removed.
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }
