@@ -702,9 +702,9 @@ impl Engine {
         let Some(&first) = data.first() else { return };
         match first {
             0..=3 => self.stun(now, local, source, &data),
-            20..=63 => {
-                tracing::debug!(%local, %source, "DTLS on a relay port: not supported, dropped")
-            }
+            // DTLS-SRTP is end to end (the fingerprints in the SDP pass unchanged): its records
+            // follow the media's path, checked against the same latch or nomination.
+            20..=63 => self.media(now, local, source, &data),
             128..=191 => self.media(now, local, source, &data),
             _ => {
                 tracing::debug!(%local, %source, first, "unknown payload on a relay port, dropped")
