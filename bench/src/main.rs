@@ -3,6 +3,7 @@
 //! generator -> relay -> sink namespace topology. Writes a markdown table and a PNG plot.
 
 mod peers;
+mod pktgen;
 mod report;
 mod topo;
 mod traffic;
@@ -37,12 +38,23 @@ struct Args {
     /// Also measure rtpengine (Debian rtpengine-daemon) on the same topology.
     #[arg(long)]
     peers: bool,
+    /// Packet generator: the kernel's pktgen where it exists (auto), or BPF_PROG_TEST_RUN live
+    /// frames (live, the only one on kernels without CONFIG_NET_PKTGEN).
+    #[arg(long, value_enum, default_value = "auto")]
+    generator: GeneratorKind,
     /// Shorter trials and fewer search steps (a smoke run; numbers are rougher).
     #[arg(long)]
     quick: bool,
     /// Where the table and plot go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum GeneratorKind {
+    Auto,
+    Live,
+    Pktgen,
 }
 
 /// Relay ports of the streams the generator targets: 32768 per address.
@@ -121,6 +133,13 @@ fn run() -> Result<()> {
         (Duration::from_millis(200), 8, 5)
     };
     let t = Topo::new()?;
+    let use_pktgen = match args.generator {
+        GeneratorKind::Live => false,
+        GeneratorKind::Auto => pktgen::available(&t.gen_ns),
+        GeneratorKind::Pktgen if pktgen::available(&t.gen_ns) => true,
+        GeneratorKind::Pktgen => bail!("no /proc/net/pktgen: this kernel has no pktgen"),
+    };
+    let mut notes = Vec::new();
     let relay_config = RelayConfig {
         port_min: PORT_BASE,
         port_max: u16::MAX,
@@ -156,6 +175,7 @@ fn run() -> Result<()> {
             steps,
             repeats,
             fresh: None,
+            pktgen: use_pktgen,
         }
     };
 
@@ -238,21 +258,27 @@ fn run() -> Result<()> {
         relay = r;
         relay_ns.push((n, ns));
         if OFFERED.contains(&n) {
-            let label = format!("relay, {n} streams");
-            relay_rate.push((n, search(&t, &sink, live(&label, n, 20), &bar)?));
+            if use_pktgen && n > PORTS_PER_ADDR {
+                notes.push(format!(
+                    "pktgen sends to one address here, so the {n}-stream rate was not measured."
+                ));
+                bar.inc(1 + u64::from(steps));
+            } else {
+                let label = format!("relay, {n} streams");
+                relay_rate.push((n, search(&t, &sink, live(&label, n, 20), &bar)?));
+            }
         }
     }
     let verifier_insns = relay.program()?.info()?.verified_instruction_count();
     drop(relay);
 
-    let mut notes = Vec::new();
     let calls = if args.quick { 200 } else { 1000 };
     let (mut rtpengine_rate, mut ng_rtpengine) = (None, None);
     if args.peers {
         bar.set_message("rtpengine: starting");
         let _rtpe = peers::rtpengine_start(&t)?;
         rtpengine_rate = Some(peers::rtpengine_rate(
-            &t, &sink, trial, steps, repeats, &bar,
+            &t, &sink, trial, steps, repeats, use_pktgen, &bar,
         )?);
         if std::env::var_os("RELAY_BENCH_VERBOSE").is_some() {
             eprintln!("{}", _rtpe.log_tail());
@@ -291,6 +317,11 @@ fn run() -> Result<()> {
     drop(sink_obj);
 
     let results = Results {
+        generator: if use_pktgen {
+            "the kernel's pktgen (UDP with pktgen's payload, 214-byte frames)".into()
+        } else {
+            "BPF_PROG_TEST_RUN live frames (RTP, 12 + 160 bytes, 214-byte frames)".into()
+        },
         date: cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         machine: format!("{}, {} CPUs", cpu_model(), topo::cpus()),
         kernel: cmd_out("uname", &["-r"]),

@@ -79,6 +79,7 @@ pub fn rtpengine_rate(
     trial: Duration,
     steps: u32,
     repeats: u32,
+    pktgen: bool,
     bar: &ProgressBar,
 ) -> Result<Search> {
     let ng: SocketAddr = RTPENGINE_NG.parse()?;
@@ -113,6 +114,7 @@ pub fn rtpengine_rate(
         steps,
         repeats,
         fresh: Some(fresh),
+        pktgen,
     };
     search(t, sink, spec, bar)
 }

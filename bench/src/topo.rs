@@ -46,7 +46,12 @@ fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
 
 /// `ip netns exec NS sh -c CMD` (sysfs writes and ethtool need the namespace's view).
 pub fn ns_sh(ns: &Netns, cmd: &str) -> Result<String> {
-    relay_tests::run("ip", &["netns", "exec", &ns.name, "sh", "-c", cmd])
+    ns_sh_name(&ns.name, cmd)
+}
+
+/// [`ns_sh`] by namespace name.
+pub fn ns_sh_name(ns: &str, cmd: &str) -> Result<String> {
+    relay_tests::run("ip", &["netns", "exec", ns, "sh", "-c", cmd])
 }
 
 impl Topo {

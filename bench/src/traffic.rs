@@ -174,7 +174,18 @@ struct Generator<'a> {
     ctx: Vec<u8>,
 }
 
-impl Generator<'_> {
+/// What a rate search drives: sends `count` packets paced at `rate` and reports the trial.
+pub trait Sender {
+    fn trial(
+        &mut self,
+        sink: &Sink,
+        rate: Option<f64>,
+        count: u64,
+        drain: Duration,
+    ) -> Result<Trial>;
+}
+
+impl Sender for Generator<'_> {
     /// Sends `count` packets paced at `rate` packets/s (None: as fast as possible) in one
     /// BPF_PROG_TEST_RUN call: each call sets up and tears down a page pool (an RCU grace
     /// period), so short calls would measure that instead of forwarding.
@@ -245,6 +256,8 @@ pub struct SearchSpec {
     /// Trials per search step; the step's result is their median.
     pub repeats: u32,
     pub fresh: Option<Fresh>,
+    /// Drive the kernel's pktgen instead of the live-frames generator.
+    pub pktgen: bool,
 }
 
 /// Runs the search on a thread inside the generator's namespace, pinned to CPU 0.
@@ -271,6 +284,35 @@ pub fn search(t: &Topo, sink: &Arc<Sink>, spec: SearchSpec, bar: &ProgressBar) -
 
 fn search_inner(t: &Topo, sink: &Arc<Sink>, spec: SearchSpec, bar: &ProgressBar) -> Result<Search> {
     t.pin_napi()?;
+    if spec.pktgen {
+        let c = &spec.config;
+        let streams = u16::try_from(c.streams)
+            .ok()
+            .filter(|&n| u32::from(n) <= c.ports_per_addr)
+            .context("pktgen here sends to one address: at most one address's ports")?;
+        let mut g = crate::pktgen::Pktgen {
+            ns_name: t.gen_ns.name.clone(),
+            spec: crate::pktgen::Spec {
+                dev: t.g0.clone(),
+                dst_mac: t.g1_mac,
+                src: crate::pktgen::dst(crate::topo::GEN_ADDR, crate::topo::GEN_PORT),
+                dst: crate::pktgen::dst(c.addr_base, c.port_base),
+                streams,
+                pkt_size: spec.frame.len(),
+            },
+            fresh: spec.fresh,
+        };
+        return bisect(
+            &mut g,
+            sink,
+            &spec.label,
+            spec.trial,
+            spec.drain,
+            spec.steps,
+            spec.repeats,
+            bar,
+        );
+    }
     let g0 = t.g0.clone();
     let sink = Arc::clone(sink);
     let bar = bar.clone();
@@ -302,72 +344,96 @@ fn search_inner(t: &Topo, sink: &Arc<Sink>, spec: SearchSpec, bar: &ProgressBar)
             frame: spec.frame,
             ctx,
         };
-        // Warm-up (page pool, NAPI thread) that also sizes the unthrottled trial.
-        let warm = g.trial(&sink, None, 200_000, spec.drain)?;
-        let secs = spec.trial.as_secs_f64();
-        let un = g.trial(&sink, None, (warm.rate() * secs) as u64, spec.drain)?;
+        bisect(
+            &mut g,
+            &sink,
+            &spec.label,
+            spec.trial,
+            spec.drain,
+            spec.steps,
+            spec.repeats,
+            &bar,
+        )
+    })?
+}
+
+/// The search proper: an unthrottled trial, then a geometric bisection on the offered rate.
+#[allow(clippy::too_many_arguments)]
+pub fn bisect(
+    g: &mut dyn Sender,
+    sink: &Sink,
+    label: &str,
+    trial: Duration,
+    drain: Duration,
+    steps: u32,
+    repeats: u32,
+    bar: &ProgressBar,
+) -> Result<Search> {
+    // Warm-up (page pool, NAPI thread) that also sizes the unthrottled trial.
+    let warm = g.trial(sink, None, 200_000, drain)?;
+    let secs = trial.as_secs_f64();
+    let un = g.trial(sink, None, (warm.rate() * secs) as u64, drain)?;
+    bar.set_message(format!(
+        "{}: unthrottled {:.2} Mpps, loss {:.3}%",
+        label,
+        un.rate() / 1e6,
+        un.loss() * 100.0
+    ));
+    bar.inc(1);
+    if un.received == 0 {
+        bail!("{}: nothing reached the sink", label);
+    }
+    if un.loss() <= MAX_LOSS {
+        bar.inc(u64::from(steps));
+        return Ok(Search {
+            unthrottled: un,
+            zero_loss_pps: un.rate(),
+            generator_bound: true,
+        });
+    }
+    // Bisect (geometrically: userspace and XDP relays differ by orders of magnitude) on
+    // the offered rate. Each step is the median of `repeats` trials, as a shared machine's
+    // hiccups lose packets at any rate now and then; the figure is the highest rate the
+    // generator achieved (it can fall short of the offered one) in a step without loss.
+    let (mut lo, mut hi, mut best) = (MIN_RATE, un.rate(), 0.0f64);
+    for _ in 0..steps {
+        let mid = (lo * hi).sqrt();
+        let mut trials = Vec::new();
+        for _ in 0..repeats {
+            trials.push(g.trial(sink, Some(mid), (mid * secs) as u64, drain)?);
+        }
+        trials.sort_by(|a, b| a.loss().total_cmp(&b.loss()));
+        let tr = trials[trials.len() / 2];
+        let ok = tr.loss() <= MAX_LOSS;
+        if ok {
+            best = best.max(tr.rate());
+        }
         bar.set_message(format!(
-            "{}: unthrottled {:.2} Mpps, loss {:.3}%",
-            spec.label,
-            un.rate() / 1e6,
-            un.loss() * 100.0
+            "{}: {:.3} Mpps offered, loss {:.3}% {}",
+            label,
+            mid / 1e6,
+            tr.loss() * 100.0,
+            if ok { "ok" } else { "too fast" }
         ));
         bar.inc(1);
-        if un.received == 0 {
-            bail!("{}: nothing reached the sink", spec.label);
+        if std::env::var_os("RELAY_BENCH_VERBOSE").is_some() {
+            eprintln!(
+                "{}: {tr:?} offered {mid:.0} achieved {:.0}",
+                label,
+                tr.rate()
+            );
         }
-        if un.loss() <= MAX_LOSS {
-            bar.inc(u64::from(spec.steps));
-            return Ok(Search {
-                unthrottled: un,
-                zero_loss_pps: un.rate(),
-                generator_bound: true,
-            });
+        if ok {
+            lo = mid;
+        } else {
+            hi = mid;
         }
-        // Bisect (geometrically: userspace and XDP relays differ by orders of magnitude) on
-        // the offered rate. Each step is the median of `repeats` trials, as a shared machine's
-        // hiccups lose packets at any rate now and then; the figure is the highest rate the
-        // generator achieved (it can fall short of the offered one) in a step without loss.
-        let (mut lo, mut hi, mut best) = (MIN_RATE, un.rate(), 0.0f64);
-        for _ in 0..spec.steps {
-            let mid = (lo * hi).sqrt();
-            let mut trials = Vec::new();
-            for _ in 0..spec.repeats {
-                trials.push(g.trial(&sink, Some(mid), (mid * secs) as u64, spec.drain)?);
-            }
-            trials.sort_by(|a, b| a.loss().total_cmp(&b.loss()));
-            let tr = trials[trials.len() / 2];
-            let ok = tr.loss() <= MAX_LOSS;
-            if ok {
-                best = best.max(tr.rate());
-            }
-            bar.set_message(format!(
-                "{}: {:.3} Mpps offered, loss {:.3}% {}",
-                spec.label,
-                mid / 1e6,
-                tr.loss() * 100.0,
-                if ok { "ok" } else { "too fast" }
-            ));
-            bar.inc(1);
-            if std::env::var_os("RELAY_BENCH_VERBOSE").is_some() {
-                eprintln!(
-                    "{}: {tr:?} offered {mid:.0} achieved {:.0}",
-                    spec.label,
-                    tr.rate()
-                );
-            }
-            if ok {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(Search {
-            unthrottled: un,
-            zero_loss_pps: best,
-            generator_bound: false,
-        })
-    })?
+    }
+    Ok(Search {
+        unthrottled: un,
+        zero_loss_pps: best,
+        generator_bound: false,
+    })
 }
 
 /// Median ns/packet of `prog` under BPF_PROG_TEST_RUN with `repeat` (5 runs after a warm-up), checking the
