@@ -41,11 +41,23 @@ impl PortAllocator {
 
     /// An even base port; with `pair` also base + 1.
     pub fn allocate(&mut self, pair: bool) -> Result<u16, PortError> {
+        self.allocate_usable(pair, &mut |_| true)
+    }
+
+    /// Like [`PortAllocator::allocate`], skipping ports `usable` refuses (another program holds
+    /// them); those stay free here and are asked about again next time.
+    pub fn allocate_usable(
+        &mut self,
+        pair: bool,
+        usable: &mut dyn FnMut(u16) -> bool,
+    ) -> Result<u16, PortError> {
         let slots = (u32::from(self.max) - u32::from(self.min)) / 2 + 1;
         let mut p = self.next;
         for _ in 0..slots {
             let ok = !self.used.contains(&p)
-                && (!pair || (p < self.max && !self.used.contains(&(p + 1))));
+                && (!pair || (p < self.max && !self.used.contains(&(p + 1))))
+                && usable(p)
+                && (!pair || usable(p + 1));
             let after = match p.checked_add(2) {
                 Some(n) if n <= self.max => n,
                 _ => self.min,
@@ -78,6 +90,26 @@ impl PortAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_another_program_holds_are_skipped_and_asked_again() {
+        let mut a = PortAllocator::new(30_000, 30_011).unwrap();
+        // 30000 is held, and 30003 (so the 30002 pair) too.
+        let mut held = |p: u16| p != 30_000 && p != 30_003;
+        assert_eq!(a.allocate_usable(true, &mut held), Ok(30_004));
+        // A single port only needs the base.
+        assert_eq!(a.allocate_usable(false, &mut held), Ok(30_006));
+        // The skipped ports were not taken: once free, they are handed out.
+        a.next = 30_000;
+        assert_eq!(a.allocate_usable(true, &mut |_| true), Ok(30_000));
+        assert_eq!(
+            a.allocate_usable(true, &mut |_| false),
+            Err(PortError::Exhausted {
+                min: 30_000,
+                max: 30_011
+            })
+        );
+    }
 
     #[test]
     fn pairs_are_even_and_exhaustion_is_an_error() {

@@ -358,7 +358,13 @@ pub struct Sessions {
     calls: BTreeMap<String, Call>,
     next_stream: u64,
     creds: CredGen,
+    /// Whether a port can be used on a bind address right now (the daemon tries to bind it);
+    /// none: every free port can.
+    port_check: Option<PortCheck>,
 }
+
+/// See [`Sessions::set_port_check`].
+pub type PortCheck = Box<dyn FnMut(IpAddr, u16) -> bool + Send>;
 
 impl fmt::Debug for Sessions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -412,6 +418,7 @@ impl Sessions {
             calls: BTreeMap::new(),
             next_stream: 1,
             creds: Box::new(creds),
+            port_check: None,
         })
     }
 
@@ -439,6 +446,12 @@ impl Sessions {
         s.calls = state.calls;
         s.next_stream = state.next_stream;
         Ok(s)
+    }
+
+    /// Makes allocation skip ports `check` refuses, such as ports another program has bound:
+    /// an offer then gets ports the daemon can really open.
+    pub fn set_port_check(&mut self, check: PortCheck) {
+        self.port_check = Some(check);
     }
 
     /// Ports in use on an interface's bind address.
@@ -1134,7 +1147,10 @@ impl Sessions {
             .allocators
             .get_mut(&bind)
             .ok_or(SessionError::NoInterfaces)?;
-        let p = alloc.allocate(!single)?;
+        let p = match self.port_check.as_mut() {
+            Some(check) => alloc.allocate_usable(!single, &mut |p| check(bind, p))?,
+            None => alloc.allocate(!single)?,
+        };
         txn.taken.push((bind, p));
         st.rtp = Some(p);
         st.rtcp = None;

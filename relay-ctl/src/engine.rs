@@ -97,11 +97,15 @@ impl Engine {
             })?),
             None => None,
         };
-        let sessions = match &saved {
+        let mut sessions = match &saved {
             Some(sv) => Sessions::restore(scfg, sv.sessions.clone())
                 .with_context(|| format!("restoring calls from {}", cfg.state_file.display()))?,
             None => Sessions::new(scfg)?,
         };
+        // A port another program holds is skipped at allocation, not discovered at bind time.
+        sessions.set_port_check(Box::new(|ip, port| {
+            std::net::UdpSocket::bind(SocketAddr::new(ip, port)).is_ok()
+        }));
         let mut engine = Engine {
             cfg,
             relay,

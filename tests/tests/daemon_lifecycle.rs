@@ -247,3 +247,77 @@ fn held_calls_get_the_silent_timeout() {
     let stats = ng_call(&relay, json!({"command": "statistics"})).unwrap();
     assert!(wait_for(json!([]), 6), "{} {stats:?}", calls());
 }
+
+/// A relay port another program holds is never offered: the SDP only carries ports the daemon
+/// could bind, so media to them reaches it.
+#[test]
+fn ports_held_by_other_programs_are_not_offered() {
+    if !relay_tests::privileged("ports_held_by_other_programs_are_not_offered") {
+        return;
+    }
+    let p = relay_tests::unique_prefix();
+    let bpffs = Bpffs::new(&p).unwrap();
+    let pin_dir = bpffs.path().join("relay");
+    let caller = Netns::new(&format!("{p}-c")).unwrap();
+    let relay = Netns::new(&format!("{p}-r")).unwrap();
+    let (vc, vr) = (format!("{p}c"), format!("{p}r"));
+    veth(&caller, &vc, "10.205.0.2/24", &relay, &vr, "10.205.0.1/24").unwrap();
+    // "Another program": sockets on the first ports of the range, held for the whole test.
+    let held: Vec<UdpSocket> = relay
+        .run(|| {
+            [30000u16, 30003, 30004]
+                .iter()
+                .map(|p| UdpSocket::bind(("10.205.0.1", *p)).unwrap())
+                .collect()
+        })
+        .unwrap();
+    let args = [
+        "--listen=pub/10.205.0.1",
+        &format!("--interface={vr}"),
+        "--port-min=30000",
+        "--port-max=30100",
+    ];
+    let _d = Daemon::start(&relay, &pin_dir, &args).unwrap();
+    let sdp = |ip: &str, port: u16| {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+        )
+    };
+    let offer = ng_call(
+        &relay,
+        json!({"command": "offer", "call-id": "held", "from-tag": "a", "sdp": sdp("10.205.0.2", 4000)}),
+    )
+    .unwrap();
+    let answer = ng_call(
+        &relay,
+        json!({"command": "answer", "call-id": "held", "from-tag": "a", "to-tag": "b", "sdp": sdp("10.205.0.3", 5000)}),
+    )
+    .unwrap();
+    let port = |reply: &serde_json::Map<String, serde_json::Value>| {
+        relay_tests::topology::media_addr(reply["sdp"].as_str().unwrap()).port()
+    };
+    let (to_b, to_a) = (port(&offer), port(&answer));
+    for rtp in [to_b, to_a] {
+        for p in [rtp, rtp + 1] {
+            assert!(
+                ![30000, 30003, 30004].contains(&p),
+                "offered a held port {p} (B {to_b}, A {to_a})"
+            );
+        }
+    }
+    // The offered ports are the daemon's: the first datagram to A's port latches the caller.
+    caller
+        .run(move || {
+            let s = UdpSocket::bind("10.205.0.2:4000").unwrap();
+            s.send_to(&relay_tests::frames::rtp_payload(1), ("10.205.0.1", to_a))
+                .unwrap();
+        })
+        .unwrap();
+    let latched = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        let q = ng_call(&relay, json!({"command": "query", "call-id": "held"})).unwrap();
+        q["tags"]["a"]["medias"][0]["streams"][0]["endpoint"]["address"] == "10.205.0.2"
+    });
+    assert!(latched, "the caller latched on A's relay port {to_a}");
+    drop(held);
+}
