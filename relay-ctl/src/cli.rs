@@ -277,6 +277,33 @@ fn s(v: Option<&Value>) -> String {
     }
 }
 
+/// Epoch seconds (rtpengine's `created`, `last packet`) as UTC for people; 0 or absent: "-".
+fn utc(v: Option<&Value>) -> String {
+    let Some(t) = v.and_then(Value::as_u64) else {
+        return s(v);
+    };
+    if t == 0 {
+        return "-".into();
+    }
+    // Days to a civil date (H. Hinnant's algorithm), proleptic Gregorian.
+    let (days, secs) = ((t / 86_400) as i64, t % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 /// The query reply as a table: one row per stream, under its leg (tag) and media.
 pub fn query_table(call_id: &str, reply: &Map<String, Value>) -> String {
     let mut rows = vec![
@@ -312,7 +339,7 @@ pub fn query_table(call_id: &str, reply: &Map<String, Value>) -> String {
                     s(st.get("ICE").or(m.get("ICE"))),
                     s(stats.and_then(|x| x.get("packets"))),
                     s(stats.and_then(|x| x.get("bytes"))),
-                    s(st.get("last packet")),
+                    utc(st.get("last packet")),
                 ]);
             }
         }
@@ -320,7 +347,7 @@ pub fn query_table(call_id: &str, reply: &Map<String, Value>) -> String {
     let widths: Vec<usize> = (0..8)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
-    let mut out = format!("call {call_id}  created {}\n", s(reply.get("created")));
+    let mut out = format!("call {call_id}  created {}\n", utc(reply.get("created")));
     for r in &rows {
         let line: Vec<String> = r
             .iter()
@@ -338,6 +365,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn epoch_seconds_print_as_utc() {
+        let t = |n: u64| utc(Some(&Value::from(n)));
+        assert_eq!(t(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(t(1_709_164_799), "2024-02-28T23:59:59Z");
+        assert_eq!(t(1_795_293_073), "2026-11-21T20:31:13Z");
+        assert_eq!(t(0), "-");
+        assert_eq!(utc(None), "-");
+    }
+
+    #[test]
     fn query_table_aligns_one_row_per_stream() {
         let reply: Map<String, Value> = serde_json::from_str(
             r#"{"result":"ok","created":1700000000,"tags":{"a1":{"medias":[{"index":1,"type":"audio","streams":[
@@ -347,11 +384,11 @@ mod tests {
         .unwrap();
         let t = query_table("c1", &reply);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "call c1  created 1700000000");
+        assert_eq!(lines[0], "call c1  created 2023-11-14T22:13:20Z");
         assert!(lines[1].starts_with("TAG  MEDIA    LOCAL  PEER"), "{t}");
         assert_eq!(
             lines[2],
-            "a1   1 audio  30000  10.1.1.2:4000  -    12       2064   1700000005"
+            "a1   1 audio  30000  10.1.1.2:4000  -    12       2064   2023-11-14T22:13:25Z"
         );
         assert_eq!(
             lines[3],
