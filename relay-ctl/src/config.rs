@@ -32,6 +32,10 @@ pub enum ConfigError {
     NoInterface,
     #[error("port range {min}-{max}: need 1 <= port-min < port-max, port-min even")]
     PortRange { min: u16, max: u16 },
+    #[error(
+        "max-streams = {0}: expected 1024 to 16777216 (one per relay endpoint: RTP and RTCP of each leg)"
+    )]
+    MaxStreams(u32),
     #[error("{key} = {value:?}: expected one of {allowed}")]
     Choice {
         key: &'static str,
@@ -81,6 +85,8 @@ pub struct Config {
     pub silent_timeout: Duration,
     /// Any call is deleted this long after creation (0: never; rtpengine's `final-timeout`).
     pub final_timeout: Duration,
+    /// Capacity of the XDP stream table and its counters (one entry per relay endpoint).
+    pub max_streams: u32,
     pub ice_default: String,
     pub latching: String,
     pub ng_listen: SocketAddr,
@@ -101,6 +107,7 @@ pub struct FileConfig {
     pub timeout: Option<u64>,
     pub silent_timeout: Option<u64>,
     pub final_timeout: Option<u64>,
+    pub max_streams: Option<u32>,
     pub ice: Option<String>,
     pub latching: Option<String>,
     pub ng_listen: Option<SocketAddr>,
@@ -147,6 +154,13 @@ impl FileConfig {
                 max: port_max,
             });
         }
+        let max_streams = flags
+            .max_streams
+            .or(self.max_streams)
+            .unwrap_or(relay_common::stream::MAX_STREAMS);
+        if !(1024..=1 << 24).contains(&max_streams) {
+            return Err(ConfigError::MaxStreams(max_streams));
+        }
         let ice_default = flags.ice.or(self.ice).unwrap_or_else(|| "default".into());
         choice(
             "ice",
@@ -176,6 +190,7 @@ impl FileConfig {
             final_timeout: Duration::from_secs(
                 flags.final_timeout.or(self.final_timeout).unwrap_or(0),
             ),
+            max_streams,
             ice_default,
             latching,
             ng_listen: flags
@@ -258,6 +273,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!((c.port_min, c.port_max), (20000, 20200));
+        assert_eq!(c.max_streams, relay_common::stream::MAX_STREAMS);
         assert_eq!(c.media_timeout, Duration::from_secs(30));
         assert_eq!(c.ng_listen.to_string(), "127.0.0.1:2223");
         assert_eq!(c.interfaces[0].name, "a");
@@ -279,6 +295,15 @@ mod tests {
                 Err(ConfigError::PortRange { .. })
             ));
         }
+        for n in [0, 1023, (1 << 24) + 1] {
+            let mut f = flags(&["192.0.2.1"]);
+            f.max_streams = Some(n);
+            let e = FileConfig::default().merge(f).unwrap_err().to_string();
+            assert!(e.contains(&format!("max-streams = {n}")), "{e}");
+        }
+        let c: FileConfig = toml::from_str("max-streams = 262144").unwrap();
+        let c = c.merge(flags(&["192.0.2.1"])).unwrap();
+        assert_eq!(c.max_streams, 262_144);
         let mut f = flags(&["192.0.2.1"]);
         f.ice = Some("sometimes".into());
         let e = FileConfig::default().merge(f).unwrap_err().to_string();

@@ -106,6 +106,8 @@ impl Engine {
         sessions.set_port_check(Box::new(|ip, port| {
             std::net::UdpSocket::bind(SocketAddr::new(ip, port)).is_ok()
         }));
+        // Counter slots as the table really is (a re-opened pinned one keeps its size).
+        let capacity = relay.stream_capacity()?;
         let mut engine = Engine {
             cfg,
             relay,
@@ -125,7 +127,7 @@ impl Engine {
             sessions_total: 0,
             slots: HashMap::new(),
             // Slot 0 stays unused so a zeroed entry never counts into a live stream.
-            free_slots: (1..relay_common::stream::MAX_STREAMS).rev().collect(),
+            free_slots: (1..capacity).rev().collect(),
             dirty: false,
             agents: HashMap::new(),
             agent_of: HashMap::new(),

@@ -84,6 +84,10 @@ struct DaemonArgs {
     /// Delete any call this long after it was created, seconds (0: never).
     #[arg(long)]
     final_timeout: Option<u64>,
+    /// Capacity of the XDP stream table: one entry per relay endpoint (RTP and RTCP of each
+    /// leg), default 65536. A restarted daemon keeps the size of the maps it re-opens.
+    #[arg(long)]
+    max_streams: Option<u32>,
     /// Default ICE handling: default, force, remove, optional.
     #[arg(long)]
     ice: Option<String>,
@@ -150,6 +154,7 @@ fn daemon_config(args: &DaemonArgs) -> Result<Config> {
         timeout: args.timeout,
         silent_timeout: args.silent_timeout,
         final_timeout: args.final_timeout,
+        max_streams: args.max_streams,
         ice: args.ice.clone(),
         latching: args.latching.clone(),
         ng_listen: args.ng_listen,
@@ -169,7 +174,16 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         port_max: cfg.port_max,
         flags: 0,
     };
-    let mut relay = persist::load(&rc, &cfg.pin_dir).context("loading the XDP program")?;
+    let mut relay =
+        persist::load(&rc, &cfg.pin_dir, cfg.max_streams).context("loading the XDP program")?;
+    let capacity = relay.stream_capacity()?;
+    if capacity != cfg.max_streams {
+        tracing::warn!(
+            configured = cfg.max_streams,
+            capacity,
+            "the pinned stream table keeps the size it was created with; --detach and restart to resize it"
+        );
+    }
     for dev in &cfg.xdp_devices {
         let how = persist::attach(&mut relay, dev, &cfg.pin_dir)
             .with_context(|| format!("attaching to {dev}"))?;

@@ -60,12 +60,16 @@ fn link_path(pin_dir: &Path, iface: &str) -> PathBuf {
 
 /// Loads the program with every persistent map re-opened from `pin_dir` when pinned there, or
 /// created and pinned there otherwise.
-pub fn load(config: &RelayConfig, pin_dir: &Path) -> Result<Relay, PersistError> {
+/// `max_streams` sizes the stream table and its counters when they are created.
+pub fn load(config: &RelayConfig, pin_dir: &Path, max_streams: u32) -> Result<Relay, PersistError> {
     std::fs::create_dir_all(pin_dir).map_err(|source| PersistError::Io {
         path: pin_dir.to_owned(),
         source,
     })?;
     let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(names::STREAMS_MAP, max_streams)
+        .map_max_entries(names::STREAM_COUNTERS_MAP, max_streams);
     for name in PERSISTENT_MAPS {
         loader.map_pin_path(name, pin_dir.join(name));
     }

@@ -224,6 +224,15 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), XdpError> {
 
 /// Stream table and counters of a loaded program.
 impl Relay {
+    /// Entries the stream table holds, as it was created (a re-opened pinned table keeps its
+    /// size); the counter array has as many slots.
+    pub fn stream_capacity(&self) -> Result<u32, XdpError> {
+        match self.ebpf.map(names::STREAMS_MAP) {
+            Some(aya::maps::Map::HashMap(data)) => Ok(data.info()?.max_entries()),
+            _ => Err(XdpError::MissingMap(names::STREAMS_MAP)),
+        }
+    }
+
     fn streams_map(
         &mut self,
     ) -> Result<aya::maps::HashMap<&mut MapData, StreamKey, StreamEntry>, XdpError> {

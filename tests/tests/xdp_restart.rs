@@ -47,10 +47,12 @@ fn program_survives_loader_exit_and_is_taken_over() {
         flags: 0,
     };
 
-    let start = |expect_replace: bool| {
+    // The second load asks for another size: the re-opened pinned table keeps its own.
+    let start = |expect_replace: bool, max_streams: u32| {
         let (pin_dir, vr) = (pin_dir.clone(), vr.clone());
         ns_r.run(move || {
-            let mut relay = persist::load(&config, &pin_dir).unwrap();
+            let mut relay = persist::load(&config, &pin_dir, max_streams).unwrap();
+            assert_eq!(relay.stream_capacity().unwrap(), 4096);
             let how = persist::attach(&mut relay, &vr, &pin_dir).unwrap();
             if expect_replace {
                 assert_eq!(how, Attached::Replaced);
@@ -62,7 +64,7 @@ fn program_survives_loader_exit_and_is_taken_over() {
         .unwrap()
     };
 
-    let first = start(false);
+    let first = start(false, 4096);
     let stats = open_pinned_stats(&pin_dir).unwrap();
     burst(&ns_a);
     assert_eq!(
@@ -84,7 +86,7 @@ fn program_survives_loader_exit_and_is_taken_over() {
         "program kept running on the pinned link with no loader"
     );
 
-    let second = start(true);
+    let second = start(true, 8192);
     burst(&ns_a);
     assert_eq!(
         read_totals(&stats)
