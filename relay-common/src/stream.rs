@@ -72,7 +72,9 @@ pub struct StreamEntry {
     pub rtcp_dst: Endpoint,
 }
 
-/// Per-CPU, per-stream counters. `last_seen_ns` is `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+/// Per-CPU, per-stream counters. `last_seen_ns` is `bpf_ktime_get_coarse_ns()`:
+/// CLOCK_MONOTONIC_COARSE, at most a tick behind CLOCK_MONOTONIC and ~20 ns cheaper per packet;
+/// timeouts and `show` need no finer time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct StreamCounters {

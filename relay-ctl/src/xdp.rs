@@ -309,7 +309,8 @@ impl Relay {
     }
 }
 
-/// CLOCK_MONOTONIC now, in the time base of `StreamCounters::last_seen_ns`.
+/// CLOCK_MONOTONIC now, in the time base of `StreamCounters::last_seen_ns` (which, coarse, is
+/// never ahead of it).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

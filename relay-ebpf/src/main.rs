@@ -14,7 +14,8 @@ use aya_ebpf::{
         xdp_action::XDP_TX,
     },
     helpers::generated::{
-        bpf_csum_diff, bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_load_bytes,
+        bpf_csum_diff, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head,
+        bpf_xdp_load_bytes,
     },
     macros::{map, xdp},
     maps::{DevMapHash, HashMap, PerCpuArray},
@@ -191,7 +192,7 @@ fn forward(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr) -> Result<Reason, Re
         unsafe {
             (*c).packets += 1;
             (*c).bytes += frame_len;
-            (*c).last_seen_ns = bpf_ktime_get_ns();
+            (*c).last_seen_ns = bpf_ktime_get_coarse_ns();
         }
     }
     Ok(reason)
