@@ -87,16 +87,19 @@ pub fn rtpengine_rate(
     let client = t
         .relay
         .run(move || NgClient::new(ng, Duration::from_secs(1), 3))??;
+    // Call-ids unique across searches: a repeated id would be a re-offer of a blocked call.
+    static SEARCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let search_id = SEARCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut n = 0u32;
     // rtpengine stops forwarding a stream whose socket queue overflowed a few times, which
     // every trial above its rate does: each trial gets a call of its own.
     let fresh: Fresh = Box::new(move || -> Result<SocketAddrV4> {
         if n > 0 {
             let _ = client.call(&obj(json!({
-                "command": "delete", "call-id": format!("bench-rtpengine-{}", n - 1),
+                "command": "delete", "call-id": format!("bench-rtpengine-{search_id}-{}", n - 1),
             })));
         }
-        let to = call(&client, &format!("bench-rtpengine-{n}"))?;
+        let to = call(&client, &format!("bench-rtpengine-{search_id}-{n}"))?;
         n += 1;
         match to {
             SocketAddr::V4(v4) => Ok(v4),

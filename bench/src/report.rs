@@ -46,7 +46,8 @@ impl Results {
             s,
             "Generator: {} on CPU 0; relay ingress NAPI thread on CPU 1; sink: an XDP program \
              counting and dropping. Zero loss = highest offered rate with loss <= 0.01% (median \
-             of five 200 ms trials per step, three with --quick).\n",
+             of five 200 ms trials per step; median of three searches; one search of three-trial \
+             steps with --quick).\n",
             self.generator
         );
         let _ = writeln!(s, "| measure | floor | relay | rtpengine |");
