@@ -5,6 +5,9 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+// Only part of the checksum helpers is needed here.
+#[allow(dead_code)]
+mod csum;
 mod net;
 // Shared with the relay, which reads every field of a parsed flow; the floor needs fewer.
 #[allow(dead_code)]
@@ -17,6 +20,7 @@ use aya_ebpf::{
     maps::{Array, DevMap, PerCpuArray},
     programs::XdpContext,
 };
+use csum::{fold, words};
 use net::{UdpHdr, ptr_at};
 use relay_common::{
     bench::{
@@ -52,19 +56,6 @@ static SINK_STATS: PerCpuArray<StatEntry> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "FLOOR_DEVMAP")]
 static FLOOR_DEVMAP: DevMap = DevMap::with_max_entries(1, 0);
-
-#[inline(always)]
-fn fold(mut s: u64) -> u16 {
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
-}
-
-#[inline(always)]
-fn sum4(b: [u8; 4]) -> u64 {
-    u64::from(u16::from_ne_bytes([b[0], b[1]])) + u64::from(u16::from_ne_bytes([b[2], b[3]]))
-}
 
 /// Writes the next packet's headers over the frame and transmits it. Everything that varies
 /// is written absolutely, because live-frame pages come back with whatever the relay wrote.
@@ -133,14 +124,14 @@ pub fn r#gen(ctx: XdpContext) -> u32 {
     let rtp_seq = (round as u16).to_be_bytes();
     let ts = (round as u32).wrapping_mul(160).to_be_bytes();
     let ssrc = (i as u32).to_be_bytes();
-    let ip_check = !fold(u64::from(c.ip_sum) + sum4(addr));
+    let ip_check = !fold(u64::from(c.ip_sum) + words(&addr, false));
     let udp = !fold(
         u64::from(c.udp_sum)
-            + sum4(addr)
-            + u64::from(u16::from_ne_bytes(port))
-            + u64::from(u16::from_ne_bytes(rtp_seq))
-            + sum4(ts)
-            + sum4(ssrc),
+            + words(&addr, false)
+            + words(&port, false)
+            + words(&rtp_seq, false)
+            + words(&ts, false)
+            + words(&ssrc, false),
     );
     let udp_check = if udp == 0 { 0xffff } else { udp };
     // SAFETY: GEN_HEADER bytes bounds checked by ptr_at; all offsets are inside it.

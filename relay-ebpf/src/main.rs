@@ -5,6 +5,7 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod csum;
 mod net;
 mod parse;
 
@@ -21,6 +22,7 @@ use aya_ebpf::{
     maps::{DevMapHash, HashMap, PerCpuArray},
     programs::XdpContext,
 };
+use csum::{fold, ports_delta, update, words};
 use net::{ETH_P_IP, ETH_P_IPV6, EthHdr, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr, UdpHdr, ptr_at};
 use parse::{Flow, parse};
 use relay_common::{
@@ -205,33 +207,6 @@ struct Rw<'a> {
     egress: u32,
 }
 
-/// One's-complement sum of 16-bit words, folded; byte order independent (RFC 1071).
-#[inline(always)]
-fn fold(mut s: u64) -> u16 {
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
-}
-
-#[inline(always)]
-fn words<const N: usize>(b: &[u8; N], invert: bool) -> u64 {
-    let mut s = 0u64;
-    let mut i = 0;
-    while i + 1 < N {
-        let w = u16::from_ne_bytes([b[i], b[i + 1]]);
-        s += u64::from(if invert { !w } else { w });
-        i += 2;
-    }
-    s
-}
-
-/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), with `delta` = sum of ~m + m'.
-#[inline(always)]
-fn update(check: u16, delta: u64) -> u16 {
-    !fold(u64::from(!check) + delta)
-}
-
 #[inline(always)]
 fn rewrite_v4(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr, e: &Rw<'_>) -> Result<(), Reason> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
@@ -253,11 +228,8 @@ fn rewrite_v4(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr, e: &Rw<'_>) -> Re
         (*ip).ttl = 64;
         // A zero UDP checksum on IPv4 means "none" and stays zero.
         if (*udp).check != 0 {
-            let ports_delta = u64::from(!(*udp).source)
-                + u64::from(!(*udp).dest)
-                + u64::from(e.src.port)
-                + u64::from(e.dst.port);
-            let c = update((*udp).check, addr_delta + ports_delta);
+            let ports = ports_delta(((*udp).source, (*udp).dest), (e.src.port, e.dst.port));
+            let c = update((*udp).check, addr_delta + ports);
             (*udp).check = if c == 0 { 0xffff } else { c };
         }
         (*udp).source = e.src.port;
@@ -275,10 +247,7 @@ fn rewrite_v6(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr, e: &Rw<'_>) -> Re
             + words(&(*ip).daddr, true)
             + words(&e.src.addr, false)
             + words(&e.dst.addr, false)
-            + u64::from(!(*udp).source)
-            + u64::from(!(*udp).dest)
-            + u64::from(e.src.port)
-            + u64::from(e.dst.port);
+            + ports_delta(((*udp).source, (*udp).dest), (e.src.port, e.dst.port));
         // IPv6 UDP checksums are mandatory; a zero one is invalid input we leave to the stack.
         if (*udp).check == 0 {
             return Err(Reason::PassMalformed);
@@ -413,15 +382,14 @@ fn v4_to_v6(ctx: &XdpContext, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
             (*udp).check,
         )
     };
-    let ports_delta =
-        u64::from(!sport) + u64::from(!dport) + u64::from(e.src.port) + u64::from(e.dst.port);
+    let ports = ports_delta((sport, dport), (e.src.port, e.dst.port));
     let new_addrs = words(&e.src.addr, false) + words(&e.dst.addr, false);
     // Both pseudo-headers sum the same length and protocol, so only addresses and ports change.
     // IPv6 forbids a zero UDP checksum: without one, compute it from scratch.
     let udp_check = if check != 0 {
         update(
             check,
-            words(&old_s, true) + words(&old_d, true) + new_addrs + ports_delta,
+            words(&old_s, true) + words(&old_d, true) + new_addrs + ports,
         )
     } else {
         let udp_len = u16::from_be(len) as usize;
@@ -481,10 +449,7 @@ fn v6_to_v4(ctx: &XdpContext, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
         words(&old_s, true)
             + words(&old_d, true)
             + new_addrs
-            + u64::from(!sport)
-            + u64::from(!dport)
-            + u64::from(e.src.port)
-            + u64::from(e.dst.port),
+            + ports_delta((sport, dport), (e.src.port, e.dst.port)),
     );
     let tot_len = u16::from_be(len).wrapping_add(20).to_be();
     let hdr = Ipv4Hdr {
