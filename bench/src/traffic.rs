@@ -25,6 +25,7 @@ use relay_common::{
     stats::StatEntry,
 };
 use relay_ctl::xdp::BENCH_OBJECT;
+use relay_tests::frames::xdp_md;
 
 use crate::topo::{self, GEN_ADDR, GEN_PORT, Topo};
 
@@ -207,7 +208,6 @@ impl Sender for Generator<'_> {
                 0,
             )?;
         }
-        let count = count.clamp(1_000, MAX_TRIAL_PACKETS);
         let cpus = nr_cpus().map_err(|(_, e)| e)?;
         for slot in [2, 3] {
             self.state
@@ -331,11 +331,7 @@ fn search_inner(t: &Topo, sink: &Arc<Sink>, spec: SearchSpec, bar: &ProgressBar)
             .context("no gen program")?
             .try_into()?;
         prog.load()?;
-        // xdp_md: data, data_end, data_meta, ingress ifindex (XDP_TX leaves by it), rx queue.
-        let ctx = [0u32, spec.frame.len() as u32, 0, ifindex, 0, 0]
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect();
+        let ctx = xdp_md(spec.frame.len(), ifindex);
         let mut g = Generator {
             prog,
             ctrl,
@@ -370,9 +366,11 @@ pub fn bisect(
     bar: &ProgressBar,
 ) -> Result<Search> {
     // Warm-up (page pool, NAPI thread) that also sizes the unthrottled trial.
+    // Every trial's count is bounded here, whatever the sender.
+    let count = |n: f64| (n as u64).clamp(1_000, MAX_TRIAL_PACKETS);
     let warm = g.trial(sink, None, 200_000, drain)?;
     let secs = trial.as_secs_f64();
-    let un = g.trial(sink, None, (warm.rate() * secs) as u64, drain)?;
+    let un = g.trial(sink, None, count(warm.rate() * secs), drain)?;
     bar.set_message(format!(
         "{}: unthrottled {:.2} Mpps, loss {:.3}%",
         label,
@@ -400,7 +398,7 @@ pub fn bisect(
         let mid = (lo * hi).sqrt();
         let mut trials = Vec::new();
         for _ in 0..repeats {
-            trials.push(g.trial(sink, Some(mid), (mid * secs) as u64, drain)?);
+            trials.push(g.trial(sink, Some(mid), count(mid * secs), drain)?);
         }
         trials.sort_by(|a, b| a.loss().total_cmp(&b.loss()));
         let tr = trials[trials.len() / 2];
@@ -439,10 +437,7 @@ pub fn bisect(
 /// Median ns/packet of `prog` under BPF_PROG_TEST_RUN with `repeat` (5 runs after a warm-up), checking the
 /// verdict each time. Must run on a thread inside the relay's namespace (FIB, ingress device).
 pub fn ns_per_packet(prog: &mut Xdp, frame: &[u8], ingress: u32, want: u32) -> Result<f64> {
-    let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ingress, 0, 0]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect();
+    let ctx = xdp_md(frame.len(), ingress);
     let mut runs = Vec::new();
     // The first run warms caches and the map; it is not counted.
     for i in 0..6 {

@@ -7,6 +7,15 @@ use etherparse::{
 pub const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
+/// The `xdp_md` context for BPF_PROG_TEST_RUN's ctx_in: data 0, data_end = `len`, meta 0, the
+/// ingress ifindex (XDP_TX leaves by it, the FIB starts from it), rx queue 0, egress 0.
+pub fn xdp_md(len: usize, ingress: u32) -> Vec<u8> {
+    [0u32, len as u32, 0, ingress, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect()
+}
+
 /// An RTP-looking payload: version 2, PT 0, the given sequence number, 160 bytes of audio.
 pub fn rtp_payload(seq: u16) -> Vec<u8> {
     let mut p = vec![0x80, 0x00];

@@ -15,7 +15,7 @@ use relay_common::{
 };
 use relay_ctl::xdp::{Relay, read_totals};
 use relay_tests::{
-    frames::{self, Vlan},
+    frames::{self, Vlan, xdp_md},
     netns::Netns,
 };
 
@@ -548,17 +548,7 @@ fn setup(ns: &Netns, p: &str) -> (String, String) {
 }
 
 fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
-}
-
-/// xdp_md for ctx_in: data 0, data_end = len, meta 0, ingress ifindex, rx queue 0, egress 0.
-fn xdp_md(len: usize, ingress: u32) -> Vec<u8> {
-    [0u32, len as u32, 0, ingress, 0, 0]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect()
+    relay_ctl::xdp::ifindex(name).unwrap_or_else(|| panic!("no device {name}"))
 }
 
 #[test]
