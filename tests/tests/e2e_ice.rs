@@ -12,6 +12,7 @@ use is::{
     stun::{StunMessage, TransId},
 };
 use relay_tests::{
+    call::{bind, burst, packets, rtp},
     daemon::ng_call,
     ice::{attr, check},
     netns::Bpffs,
@@ -190,16 +191,7 @@ fn ice_call(t: &Topology, call_id: &str) -> IceCall {
         pass: relay_creds.pass.clone(),
     };
 
-    let callee = t
-        .callee
-        .ns
-        .run(|| {
-            let s = UdpSocket::bind("10.1.2.2:5000").unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(500)))
-                .unwrap();
-            s
-        })
-        .unwrap();
+    let callee = bind(&t.callee.ns, "10.1.2.2:5000");
 
     // The caller: `is` as controlling agent, then RTP from the same socket.
     let checked = t
@@ -260,23 +252,10 @@ fn consent_check(c: &IceCall) -> (Option<u16>, bool) {
     panic!("no STUN response among 50 datagrams");
 }
 
-/// RTP both ways `n` times through the relay, payload checked.
+/// `n` RTP packets each way through the relay, payload and relay source checked.
 fn exchange(c: &IceCall, n: u16, base: u16) {
-    let mut buf = [0u8; 2048];
-    for i in 0..n {
-        let rtp = relay_tests::frames::rtp_payload(base + i);
-        c.caller.send_to(&rtp, c.relay_a).unwrap();
-        let (len, from) = c.callee.recv_from(&mut buf).expect("callee receives RTP");
-        assert_eq!((&buf[..len], from), (rtp.as_slice(), c.relay_b));
-        c.callee.send_to(&rtp, c.relay_b).unwrap();
-        let (len, from) = loop {
-            let (len, from) = c.caller.recv_from(&mut buf).expect("caller receives RTP");
-            if buf[0] >= 128 {
-                break (len, from);
-            }
-        };
-        assert_eq!((&buf[..len], from), (rtp.as_slice(), c.relay_a));
-    }
+    burst(&c.caller, c.relay_a, &c.callee, c.relay_b, n, rtp(base));
+    burst(&c.callee, c.relay_b, &c.caller, c.relay_a, n, rtp(base));
 }
 
 /// An ICE-terminated call through a daemon restart: XDP forwards while no daemon runs, and the
@@ -308,9 +287,7 @@ fn ice_call_survives_daemon_restart() {
     assert_eq!(consent_check(&c), (None, true), "consent after the restart");
     exchange(&c, 10, 200);
     let q = ng_call(&t.relay, json!({"command": "query", "call-id": "ice-r"})).unwrap();
-    let fast = q["tags"]["A"]["medias"][0]["streams"][0]["fast path"]["packets"]
-        .as_u64()
-        .unwrap();
+    let (fast, _) = packets(&q, "A", 0);
     assert!(fast >= 29, "A's RTP through XDP across the restart: {fast}");
 
     ng_call(&t.relay, json!({"command": "delete", "call-id": "ice-r"})).unwrap();
