@@ -2,7 +2,7 @@
 //! rate: offer+answer pairs per second over NG, ours and rtpengine's.
 
 use std::{
-    net::{SocketAddr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -26,11 +26,7 @@ pub const RTPENGINE_NG: &str = "127.0.0.1:2224";
 pub const OUR_NG: &str = "127.0.0.1:2223";
 
 fn sdp(addr: [u8; 4], port: u16) -> String {
-    let a = std::net::Ipv4Addr::from(addr);
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 {a}\r\ns=-\r\nc=IN IP4 {a}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
-    )
+    relay_tests::call::sdp(&Ipv4Addr::from(addr).to_string(), port, &["a=sendrecv"])
 }
 
 fn obj(v: Value) -> Map<String, Value> {

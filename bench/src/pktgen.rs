@@ -117,7 +117,7 @@ impl Sender for Pktgen {
         if let Some(fresh) = self.fresh.as_mut() {
             self.spec.dst = fresh()?;
         }
-        for (file, cmd) in script(&self.spec, count.max(1_000), rate) {
+        for (file, cmd) in script(&self.spec, count, rate) {
             self.write(&file, &cmd)?;
         }
         let before = sink.packets()?;
