@@ -10,6 +10,7 @@ use std::{
 use relay_common::stats::Reason;
 use relay_ctl::xdp::{open_pinned_stats, read_totals};
 use relay_tests::{
+    call::sdp,
     daemon::{Daemon, NG, ng_call},
     netns::{Bpffs, Netns, veth},
 };
@@ -39,18 +40,52 @@ fn raw_ng(ns: &Netns, datagram: &'static [u8]) -> Vec<u8> {
     .unwrap()
 }
 
+/// A caller and a relay namespace joined by a veth pair on 10.NET.0.0/24 (the relay is .1),
+/// and a private bpffs for the daemon's pins; all removed on drop.
+struct Pair {
+    p: String,
+    _bpffs: Bpffs,
+    pin_dir: std::path::PathBuf,
+    caller: Netns,
+    relay: Netns,
+    /// The relay's end of the veth.
+    vr: String,
+}
+
+impl Pair {
+    fn new(net: u8) -> Pair {
+        let p = relay_tests::unique_prefix();
+        let bpffs = Bpffs::new(&p).unwrap();
+        let pin_dir = bpffs.path().join("relay");
+        let caller = Netns::new(&format!("{p}-c")).unwrap();
+        let relay = Netns::new(&format!("{p}-r")).unwrap();
+        let (vc, vr) = (format!("{p}c"), format!("{p}r"));
+        let (a, b) = (format!("10.{net}.0.2/24"), format!("10.{net}.0.1/24"));
+        veth(&caller, &vc, &a, &relay, &vr, &b).unwrap();
+        Pair {
+            p,
+            _bpffs: bpffs,
+            pin_dir,
+            caller,
+            relay,
+            vr,
+        }
+    }
+}
+
 #[test]
 fn daemon_serves_ng_and_metrics_and_survives_restart() {
     if !relay_tests::privileged("daemon_serves_ng_and_metrics_and_survives_restart") {
         return;
     }
-    let p = relay_tests::unique_prefix();
-    let bpffs = Bpffs::new(&p).unwrap();
-    let pin_dir = bpffs.path().join("relay");
-    let caller = Netns::new(&format!("{p}-c")).unwrap();
-    let relay = Netns::new(&format!("{p}-r")).unwrap();
-    let (vc, vr) = (format!("{p}c"), format!("{p}r"));
-    veth(&caller, &vc, "10.203.0.2/24", &relay, &vr, "10.203.0.1/24").unwrap();
+    let Pair {
+        p,
+        _bpffs,
+        pin_dir,
+        caller,
+        relay,
+        vr,
+    } = Pair::new(203);
     let state = std::env::temp_dir().join(format!("{p}-state.json"));
     let state_s = state.to_str().unwrap().to_owned();
     let args = [
@@ -196,13 +231,14 @@ fn held_calls_get_the_silent_timeout() {
     if !relay_tests::privileged("held_calls_get_the_silent_timeout") {
         return;
     }
-    let p = relay_tests::unique_prefix();
-    let bpffs = Bpffs::new(&p).unwrap();
-    let pin_dir = bpffs.path().join("relay");
-    let caller = Netns::new(&format!("{p}-c")).unwrap();
-    let relay = Netns::new(&format!("{p}-r")).unwrap();
-    let (vc, vr) = (format!("{p}c"), format!("{p}r"));
-    veth(&caller, &vc, "10.204.0.2/24", &relay, &vr, "10.204.0.1/24").unwrap();
+    let Pair {
+        p: _p,
+        _bpffs,
+        pin_dir,
+        caller: _caller,
+        relay,
+        vr,
+    } = Pair::new(204);
     let args = [
         "--listen=pub/10.204.0.1",
         &format!("--interface={vr}"),
@@ -212,11 +248,7 @@ fn held_calls_get_the_silent_timeout() {
         "--silent-timeout=4",
     ];
     let _d = Daemon::start(&relay, &pin_dir, &args).unwrap();
-    let sdp = |ip: &str, port: u16, dir: &str| {
-        format!(
-            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na={dir}\r\n"
-        )
-    };
+    let sdp = |ip: &str, port: u16, dir: &str| sdp(ip, port, &[&format!("a={dir}")]);
     for (call, offer_dir, answer_dir) in [
         ("talking", "sendrecv", "sendrecv"),
         ("held", "sendonly", "recvonly"),
@@ -255,13 +287,14 @@ fn ports_held_by_other_programs_are_not_offered() {
     if !relay_tests::privileged("ports_held_by_other_programs_are_not_offered") {
         return;
     }
-    let p = relay_tests::unique_prefix();
-    let bpffs = Bpffs::new(&p).unwrap();
-    let pin_dir = bpffs.path().join("relay");
-    let caller = Netns::new(&format!("{p}-c")).unwrap();
-    let relay = Netns::new(&format!("{p}-r")).unwrap();
-    let (vc, vr) = (format!("{p}c"), format!("{p}r"));
-    veth(&caller, &vc, "10.205.0.2/24", &relay, &vr, "10.205.0.1/24").unwrap();
+    let Pair {
+        p: _p,
+        _bpffs,
+        pin_dir,
+        caller,
+        relay,
+        vr,
+    } = Pair::new(205);
     // "Another program": sockets on the first ports of the range, held for the whole test.
     let held: Vec<UdpSocket> = relay
         .run(|| {
@@ -278,11 +311,7 @@ fn ports_held_by_other_programs_are_not_offered() {
         "--port-max=30100",
     ];
     let _d = Daemon::start(&relay, &pin_dir, &args).unwrap();
-    let sdp = |ip: &str, port: u16| {
-        format!(
-            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
-        )
-    };
+    let sdp = |ip: &str, port: u16| sdp(ip, port, &[]);
     let offer = ng_call(
         &relay,
         json!({"command": "offer", "call-id": "held", "from-tag": "a", "sdp": sdp("10.205.0.2", 4000)}),
