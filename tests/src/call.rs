@@ -108,10 +108,7 @@ impl Relay {
 
     /// The XDP stream table as the kernel holds it, read from the daemon's pinned map.
     pub fn streams(&self) -> Result<BTreeMap<SocketAddr, MapEntry>> {
-        let path = self.pin_dir.join(names::STREAMS_MAP);
-        let data = MapData::from_pin(&path).with_context(|| format!("{}", path.display()))?;
-        let map: BpfHashMap<MapData, StreamKey, StreamEntry> =
-            BpfHashMap::try_from(BpfMap::HashMap(data))?;
+        let map = self.stream_map()?;
         let mut out = BTreeMap::new();
         for kv in map.iter() {
             let (k, e) = kv?;
@@ -133,13 +130,16 @@ impl Relay {
         Ok(out)
     }
 
-    /// One raw entry of the pinned stream table (fields [`MapEntry`] leaves out, as RTCP demux).
-    pub fn raw_stream(&self, local: SocketAddr) -> Result<Option<StreamEntry>> {
+    /// The daemon's pinned stream table.
+    fn stream_map(&self) -> Result<BpfHashMap<MapData, StreamKey, StreamEntry>> {
         let path = self.pin_dir.join(names::STREAMS_MAP);
         let data = MapData::from_pin(&path).with_context(|| format!("{}", path.display()))?;
-        let map: BpfHashMap<MapData, StreamKey, StreamEntry> =
-            BpfHashMap::try_from(BpfMap::HashMap(data))?;
-        match map.get(&StreamKey::from(local), 0) {
+        Ok(BpfHashMap::try_from(BpfMap::HashMap(data))?)
+    }
+
+    /// One raw entry of the pinned stream table (fields [`MapEntry`] leaves out, as RTCP demux).
+    pub fn raw_stream(&self, local: SocketAddr) -> Result<Option<StreamEntry>> {
+        match self.stream_map()?.get(&StreamKey::from(local), 0) {
             Ok(e) => Ok(Some(e)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e.into()),
