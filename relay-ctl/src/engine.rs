@@ -162,7 +162,7 @@ impl Engine {
     }
 
     /// Notes that the sessions changed; the daemon writes them within [`STATE_FLUSH_DELAY`].
-    fn persist(&mut self) {
+    fn mark_dirty(&mut self) {
         self.dirty = true;
     }
 
@@ -247,7 +247,7 @@ impl Engine {
             .unwrap_or("?")
             .to_owned();
         if result == "ok" && matches!(command.as_str(), "offer" | "answer" | "delete") {
-            self.persist();
+            self.mark_dirty();
         }
         *self.ng_counts.entry((command, result)).or_default() += 1;
         let mut out = cookie.to_vec();
@@ -594,7 +594,7 @@ impl Engine {
                 Ok(entries) => {
                     tracing::info!(call_id = %key.0, %local, %remote, "ICE pair nominated");
                     self.apply(&key.0, entries);
-                    self.persist();
+                    self.mark_dirty();
                 }
                 Err(e) => {
                     tracing::warn!(call_id = %key.0, %local, %remote, error = %e, "ICE nomination")
@@ -710,8 +710,7 @@ impl Engine {
             0..=3 => self.stun(now, local, source, &data),
             // DTLS-SRTP is end to end (the fingerprints in the SDP pass unchanged): its records
             // follow the media's path, checked against the same latch or nomination.
-            20..=63 => self.media(now, local, source, &data),
-            128..=191 => self.media(now, local, source, &data),
+            20..=63 | 128..=191 => self.media(now, local, source, &data),
             _ => {
                 tracing::debug!(%local, %source, first, "unknown payload on a relay port, dropped")
             }
@@ -735,7 +734,7 @@ impl Engine {
                 Ok(outcome) if outcome.accepted => {
                     tracing::info!(%call_id, %local, %source, "latched");
                     self.apply(&call_id, outcome.entries);
-                    self.persist();
+                    self.mark_dirty();
                     ok = verdict(self.entries.get(&local));
                 }
                 Ok(_) => {
@@ -837,7 +836,7 @@ impl Engine {
             }
         }
         if changed {
-            self.persist();
+            self.mark_dirty();
         }
     }
 
