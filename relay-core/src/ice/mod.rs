@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use crate::component::Component;
 use crate::creds::Credentials;
 use crate::stun::{self, Class, IntegrityKey, MessageBuilder, StunError, StunMessage};
 
@@ -14,18 +15,6 @@ use crate::stun::{self, Class, IntegrityKey, MessageBuilder, StunError, StunMess
 pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on remembered pairs; only authenticated checks create them.
 const MAX_PAIRS: usize = 32;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Component {
-    Rtp = 1,
-    Rtcp = 2,
-}
-
-impl Component {
-    fn index(self) -> usize {
-        self as usize - 1
-    }
-}
 
 /// A datagram to send from `source` (the local address the request arrived on).
 #[derive(Debug, Clone, PartialEq, Eq)]
