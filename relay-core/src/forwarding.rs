@@ -15,6 +15,10 @@ pub enum MismatchPolicy {
     /// XDP_PASS to the daemon, which may re-latch (media handover).
     Userspace,
     Forward,
+    /// The default after latching: dropped, unless the latched source has been silent for the
+    /// handover interval (a NAT rebinding) or the learning window may still move the latch to a
+    /// better match; the daemon decides those ([`crate::session::Sessions::latch_at`]).
+    Handover,
 }
 
 /// Identifies one media stream (one m= line of one call) across re-offers.

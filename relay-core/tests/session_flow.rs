@@ -71,7 +71,7 @@ fn restricted_latching_and_entries() {
     let want = ForwardingEntry {
         local: sa("192.0.2.1:30000"),
         expected_source: Some(sa("198.51.100.10:4444")),
-        mismatch: MismatchPolicy::Drop,
+        mismatch: MismatchPolicy::Handover,
         stream: r.entries[0].stream,
         component: Component::Rtp,
         rewrite: Rewrite {
@@ -144,12 +144,13 @@ fn symmetric_latching_for_private_or_mismatched_source_and_handover() {
     };
     s.answer("c", "A", "B", &answer_sdp("198.51.100.20", 5000), &ao)
         .unwrap();
-    // A signalled a private address: symmetric, anything is latched; default policy forwards.
+    // A signalled a private address: symmetric, anything is latched; other sources are then
+    // refused until the latched one goes silent (the secure default).
     let r = s
         .latch(sa("192.0.2.1:30000"), sa("203.0.113.50:1234"))
         .unwrap();
     assert!(r.accepted);
-    assert_eq!(r.entries[0].mismatch, MismatchPolicy::Forward);
+    assert_eq!(r.entries[0].mismatch, MismatchPolicy::Handover);
     assert_eq!(r.entries[0].rewrite.to, sa("198.51.100.20:5000"));
     // B's signalling came from elsewhere: symmetric, with media handover to userspace.
     let r = s

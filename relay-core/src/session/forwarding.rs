@@ -6,12 +6,32 @@
 //! re-latch.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use super::model::{Call, IceRole, RemoteStream, Side, on_hold, signalled};
 use super::{SessionError, Sessions};
 use crate::component::Component;
 use crate::forwarding::{ForwardingEntry, MismatchPolicy, Rewrite};
 use crate::latch::LatchMode;
+
+/// How long latching waits: see [`Sessions::latch_at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatchTimers {
+    /// After a first latch that was not the signalled endpoint, how long a better match may
+    /// still take it over (rtpengine's heuristic learning waits 3 s).
+    pub learning_window: Duration,
+    /// How long the latched source must be silent before another source takes over.
+    pub handover_after: Duration,
+}
+
+impl Default for LatchTimers {
+    fn default() -> LatchTimers {
+        LatchTimers {
+            learning_window: Duration::from_secs(3),
+            handover_after: Duration::from_secs(2),
+        }
+    }
+}
 
 /// Result of [`Sessions::latch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,14 +43,47 @@ pub struct LatchOutcome {
 }
 
 impl Sessions {
-    /// Media arrived on `local` from `observed` with no matching entry: latch if the leg's policy
-    /// allows it (RFC 7362).
+    /// Media arrived on `local` from `observed` with no matching entry, for a caller that keeps
+    /// no time: no learning window, and no handover after silence. The daemon uses
+    /// [`Sessions::latch_at`].
     pub fn latch(
         &mut self,
         local: SocketAddr,
         observed: SocketAddr,
     ) -> Result<LatchOutcome, SessionError> {
+        self.latch_inner(None, local, observed, None)
+    }
+
+    /// Media arrived on `local` from `observed` with no matching entry, or from a source other
+    /// than the latched one: latch (RFC 7362) if the leg's policy allows it. `latched_idle`: how
+    /// long the latched source has been silent on `local`, if known.
+    ///
+    /// - A first packet latches. Unless it came from exactly the signalled address and port,
+    ///   a learning window opens during which a better match (the signalled address and port,
+    ///   then the signalled address) takes the latch over: a spray from elsewhere before the
+    ///   real endpoint sends does not capture the stream (rtpengine's heuristic learning).
+    /// - After that, another source takes over only once the latched one has been silent for
+    ///   the handover interval (a NAT rebinding), or at once with `media-handover`.
+    /// - Restricted legs only ever latch the signalled address.
+    pub fn latch_at(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        observed: SocketAddr,
+        latched_idle: Option<Duration>,
+    ) -> Result<LatchOutcome, SessionError> {
+        self.latch_inner(Some(now), local, observed, latched_idle)
+    }
+
+    fn latch_inner(
+        &mut self,
+        now: Option<Instant>,
+        local: SocketAddr,
+        observed: SocketAddr,
+        latched_idle: Option<Duration>,
+    ) -> Result<LatchOutcome, SessionError> {
         let at = self.locate(local)?.clone();
+        let timers = self.latch_timers;
         let call = self
             .calls
             .get_mut(&at.call_id)
@@ -48,26 +101,59 @@ impl Sessions {
                 let mode = mono.latch_mode;
                 let handover = mono.handover;
                 let rs = &mut mono.streams[at.stream];
+                let c = at.component.index();
                 let signalled = signalled(&rs.desc, at.component);
-                let slot = &mut rs.latched[at.component.index()];
-                let ok = match (mode, *slot) {
-                    (LatchMode::Asymmetric, _) => true,
-                    (_, Some(cur)) if cur == observed => true,
-                    (_, Some(_)) if !handover => false,
-                    (LatchMode::Restricted, _) => {
-                        signalled.is_some_and(|a| a.ip() == observed.ip())
-                    }
-                    (LatchMode::Symmetric, _) => true,
+                // 2: the signalled address and port; 1: the signalled address; 0: elsewhere.
+                let quality = |a: SocketAddr| match signalled {
+                    Some(s) if s == a => 2,
+                    Some(s) if s.ip() == a.ip() => 1,
+                    _ => 0,
                 };
-                if ok && mode != LatchMode::Asymmetric {
-                    *slot = Some(observed);
+                let learning = rs.learning_until[c].zip(now).is_some_and(|(u, n)| n < u);
+                let relatch = match (mode, rs.latched[c]) {
+                    (LatchMode::Asymmetric, _) => return self.accept_unlatched(&at.call_id),
+                    (_, Some(cur)) if cur == observed => false,
+                    (LatchMode::Restricted, _) if quality(observed) == 0 => {
+                        return self.refuse(&at.call_id);
+                    }
+                    (_, None) => true,
+                    (_, Some(cur)) if learning && quality(observed) > quality(cur) => true,
+                    (_, Some(_)) if handover => true,
+                    (_, Some(_)) if latched_idle.is_some_and(|d| d >= timers.handover_after) => {
+                        true
+                    }
+                    (_, Some(_)) => return self.refuse(&at.call_id),
+                };
+                if relatch {
+                    let first = rs.latched[c].is_none();
+                    rs.latched[c] = Some(observed);
+                    rs.learning_until[c] = match now {
+                        _ if quality(observed) == 2 => None,
+                        Some(n) if first => Some(n + timers.learning_window),
+                        _ if learning => rs.learning_until[c],
+                        _ => None,
+                    };
                 }
-                ok
+                true
             }
             _ => false,
         };
         let entries = self.call_entries(&at.call_id);
         Ok(LatchOutcome { accepted, entries })
+    }
+
+    fn accept_unlatched(&self, call_id: &str) -> Result<LatchOutcome, SessionError> {
+        Ok(LatchOutcome {
+            accepted: true,
+            entries: self.call_entries(call_id),
+        })
+    }
+
+    fn refuse(&self, call_id: &str) -> Result<LatchOutcome, SessionError> {
+        Ok(LatchOutcome {
+            accepted: false,
+            entries: self.call_entries(call_id),
+        })
     }
 
     /// The ICE-lite agent of leg `tag` (see [`super::IceLeg::tag`]) on `local` nominated a

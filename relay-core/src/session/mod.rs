@@ -29,7 +29,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 pub use error::SessionError;
-pub use forwarding::LatchOutcome;
+pub use forwarding::{LatchOutcome, LatchTimers};
 pub use interfaces::{AddressFamily, Config, LogicalInterface};
 pub use model::{IceRole, STATE_VERSION, SessionsState, Side};
 pub use options::{AnswerOptions, Flags, IceOption, OfferOptions, Replace, RtcpMuxOption};
@@ -81,6 +81,7 @@ pub struct Sessions {
     call_endpoints: HashMap<String, Vec<SocketAddr>>,
     /// Restored calls' ports outside the configured range (the range changed across a restart).
     outside_range: Vec<(String, SocketAddr)>,
+    latch_timers: LatchTimers,
 }
 
 impl fmt::Debug for Sessions {
@@ -122,6 +123,7 @@ impl Sessions {
             endpoints: HashMap::new(),
             call_endpoints: HashMap::new(),
             outside_range: Vec::new(),
+            latch_timers: LatchTimers::default(),
         })
     }
 
@@ -183,6 +185,11 @@ impl Sessions {
     /// sockets are bound), but the fast path only handles the configured range.
     pub fn ports_outside_range(&self) -> &[(String, SocketAddr)] {
         &self.outside_range
+    }
+
+    /// Sets the learning window and handover interval of latching.
+    pub fn set_latch_timers(&mut self, timers: LatchTimers) {
+        self.latch_timers = timers;
     }
 
     /// Makes allocation skip ports `check` refuses, such as ports another program has bound:

@@ -96,6 +96,11 @@ pub(super) struct RemoteStream {
     pub latched: [Option<SocketAddr>; 2],
     /// Peers of the nominated ICE pairs, by component index.
     pub nominated: [Option<SocketAddr>; 2],
+    /// Until when a latch that did not match the signalled endpoint exactly may still move to
+    /// a better match (rtpengine's heuristic learning), by component index. Not saved: after a
+    /// restart the latch is final.
+    #[serde(skip)]
+    pub learning_until: [Option<std::time::Instant>; 2],
 }
 
 /// One remote party's view of the call: its last SDP and how its media is accepted.

@@ -12,7 +12,7 @@ use super::model::{
 use super::options::{AnswerOptions, Flags, IceOption, OfferOptions, RtcpMuxOption};
 use super::{Negotiated, SessionError, Sessions};
 use crate::forwarding::{MismatchPolicy, StreamId};
-use crate::latch::{LatchMode, choose_mode};
+use crate::latch::choose_mode;
 use crate::sdp::{Sdp, SessionDesc};
 
 /// Ports taken or given back by one operation; applied only once the operation cannot fail.
@@ -384,10 +384,10 @@ fn monologue(
         MismatchPolicy::Drop
     } else if flags.media_handover {
         MismatchPolicy::Userspace
-    } else if latch_mode == LatchMode::Restricted {
-        MismatchPolicy::Drop
     } else {
-        MismatchPolicy::Forward
+        // Secure by default (RTP injection, RFC 7362 s.5): another source gets through only
+        // once the latched one has gone silent (a NAT rebinding).
+        MismatchPolicy::Handover
     };
     let streams = desc
         .media
@@ -408,6 +408,7 @@ fn monologue(
                 desc: m.clone(),
                 latched: old.map_or([None; 2], |r| keep(r.latched)),
                 nominated: old.map_or([None; 2], |r| keep(r.nominated)),
+                learning_until: old.map_or([None; 2], |r| r.learning_until),
             }
         })
         .collect();
