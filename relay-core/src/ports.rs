@@ -87,6 +87,10 @@ impl PortAllocator {
         true
     }
 
+    pub fn is_used(&self, port: u16) -> bool {
+        self.used.contains(&port)
+    }
+
     pub fn release(&mut self, port: u16) {
         self.used.remove(&port);
     }

@@ -211,3 +211,51 @@ fn saved_state_versions() {
         }
     );
 }
+
+#[test]
+fn a_call_record_moves_a_call_to_another_relay() {
+    let mut a = sessions_with_range(30000, 30099);
+    call(&mut a, "c");
+    let rtp = a.streams("c")[0].legs[0].rtp.unwrap();
+    a.latch(rtp, sa("198.51.100.10:4000")).unwrap();
+    let record = a.export_call("c").unwrap();
+    // Through JSON, as a journal or Redis keeps it.
+    let json = serde_json::to_string(&record).unwrap();
+    let record: relay_core::session::CallRecord = serde_json::from_str(&json).unwrap();
+    let mut b = sessions_with_range(30000, 30099);
+    let update = b.import_call(record.clone()).unwrap();
+    assert_eq!(update.entries, a.call_entries("c"));
+    assert_eq!(update.endpoints.len(), 4);
+    assert_eq!(b.call_of(rtp), Some("c"));
+    // Its ports are taken on the importer: a new call gets others.
+    call(&mut b, "d");
+    assert!(b.streams("d")[0].legs[0].rtp.unwrap().port() >= 30004);
+    // Importing again replaces the call; a record whose ports another call holds is refused.
+    assert!(b.import_call(record.clone()).is_ok());
+    let mut clash = sessions_with_range(30000, 30099);
+    call(&mut clash, "other");
+    assert!(matches!(
+        clash.import_call(record.clone()),
+        Err(SessionError::EndpointTaken { .. })
+    ));
+    assert_eq!(clash.len(), 1);
+    // Another relay without the interface refuses it, unchanged.
+    let mut other = Sessions::new(relay_core::session::Config {
+        interfaces: vec!["x/192.0.2.9".parse().unwrap()],
+        port_min: 30000,
+        port_max: 30099,
+    })
+    .unwrap();
+    assert!(matches!(
+        other.import_call(record.clone()),
+        Err(SessionError::UnknownInterface(_))
+    ));
+    assert!(other.is_empty());
+    let mut newer = serde_json::to_value(&record).unwrap();
+    newer["version"] = serde_json::json!(7);
+    let newer: relay_core::session::CallRecord = serde_json::from_value(newer).unwrap();
+    assert!(matches!(
+        b.import_call(newer),
+        Err(SessionError::StateVersion { found: 7, .. })
+    ));
+}

@@ -38,6 +38,11 @@ pub enum SessionError {
         "saved sessions are format version {found}; this daemon reads versions 1 to {supported}"
     )]
     StateVersion { found: u32, supported: u32 },
+    #[error("relay endpoint {endpoint} belongs to call `{call_id}`")]
+    EndpointTaken {
+        endpoint: SocketAddr,
+        call_id: String,
+    },
     #[error("endpoint {0} does not terminate ICE")]
     NotIce(SocketAddr),
 }

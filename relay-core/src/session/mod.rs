@@ -10,6 +10,7 @@
 //! | `forwarding` | the entries a call needs; latching and ICE nominations |
 //! | `rewrite` | the SDP sent to each party |
 //! | `views` | read-only views for `query` and the daemon's ICE agents |
+//! | `records` | one call as a versioned record (journal, shared stores) |
 //!
 //! Every operation that changes a call returns a [`CallUpdate`]: the relay endpoints, forwarding
 //! entries and ICE legs the call has now. The daemon makes its sockets, fast-path table and
@@ -21,6 +22,7 @@ mod interfaces;
 pub mod model;
 mod negotiation;
 mod options;
+mod records;
 mod rewrite;
 mod views;
 
@@ -33,6 +35,7 @@ pub use forwarding::{LatchOutcome, LatchTimers};
 pub use interfaces::{AddressFamily, Config, LogicalInterface};
 pub use model::{IceRole, STATE_VERSION, SessionsState, Side};
 pub use options::{AnswerOptions, Flags, IceOption, OfferOptions, Replace, RtcpMuxOption};
+pub use records::{CALL_RECORD_VERSION, CallRecord};
 pub use rewrite::{foundation, priority};
 pub use views::{IceLeg, LegInfo, StreamInfo};
 
