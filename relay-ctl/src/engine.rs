@@ -13,8 +13,8 @@ use relay_common::stream::{
     Endpoint, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, Mismatch, StreamCounters, StreamEntry, StreamKey,
 };
 use relay_core::{
+    forwarding::{ForwardingEntry, MismatchPolicy, diff},
     ice::{Component, IceEvent, IceLiteAgent},
-    latch::{ForwardingEntry, MismatchPolicy, diff},
     sdp::SdpError,
     session::{Config as SessionConfig, IceRole, SessionError, Sessions},
 };
@@ -281,7 +281,8 @@ impl Engine {
         let out = self
             .sessions
             .offer(&call_id, &from_tag, &sdp, &opts)
-            .map_err(|e| session_error_reason(&e))?;
+            .map_err(|e| session_error_reason(&e))?
+            .sdp;
         Ok(self.rewritten(now, &call_id, out))
     }
 
@@ -295,7 +296,8 @@ impl Engine {
         let out = self
             .sessions
             .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
-            .map_err(|e| session_error_reason(&e))?;
+            .map_err(|e| session_error_reason(&e))?
+            .sdp;
         Ok(self.rewritten(now, &call_id, out))
     }
 
@@ -394,8 +396,9 @@ impl Engine {
                         "last packet": last,
                     });
                     // Latched peer, or for ICE legs the nominated one the entry accepts from.
+                    let component = self.sessions.component_of(local).unwrap_or(Component::Rtp);
                     let peer = leg
-                        .latched
+                        .peer(component)
                         .or_else(|| self.entries.get(&local).and_then(|e| e.expected_source));
                     if let (Some(peer), Value::Object(m)) = (peer, &mut stream) {
                         m.insert(
@@ -664,7 +667,8 @@ impl Engine {
             flags,
             mismatch: match e.mismatch {
                 MismatchPolicy::Drop => Mismatch::Drop,
-                MismatchPolicy::Userspace => Mismatch::Userspace,
+                // The daemon decides handovers until the fast path can.
+                MismatchPolicy::Userspace | MismatchPolicy::Handover => Mismatch::Userspace,
                 MismatchPolicy::Forward => Mismatch::Forward,
             } as u8,
             _pad: [0; 2],
