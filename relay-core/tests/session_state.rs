@@ -259,3 +259,39 @@ fn a_call_record_moves_a_call_to_another_relay() {
         Err(SessionError::StateVersion { found: 7, .. })
     ));
 }
+
+#[test]
+fn oversized_offers_are_refused_before_anything_is_allocated() {
+    let mut s = sessions_with_range(30000, 30099);
+    s.set_limits(relay_core::session::Limits {
+        max_sdp_bytes: 4096,
+        max_media: 4,
+    });
+    let mut many = sdp("a", "198.51.100.10", 4000);
+    for k in 1..5 {
+        many.push_str(&format!("m=audio {} RTP/AVP 0\r\n", 4000 + 2 * k));
+    }
+    assert_eq!(
+        s.offer("c", "A", &many, &OfferOptions::default())
+            .unwrap_err(),
+        SessionError::TooManyMedia { got: 5, max: 4 }
+    );
+    let mut big = sdp("a", "198.51.100.10", 4000);
+    big.push_str(&"a=x-filler:0123456789\r\n".repeat(200));
+    assert!(matches!(
+        s.offer("c", "A", &big, &OfferOptions::default()),
+        Err(SessionError::SdpTooLarge { max: 4096, .. })
+    ));
+    assert!(s.is_empty());
+    assert_eq!(s.ports_in_use("192.0.2.1".parse().unwrap()), 0);
+    // 500 m= lines against the default cap: refused too.
+    let mut s = sessions_with_range(30000, 30099);
+    let mut huge = sdp("a", "198.51.100.10", 4000);
+    for k in 1..500 {
+        huge.push_str(&format!("m=audio {} RTP/AVP 0\r\n", 4000 + 2 * k));
+    }
+    assert!(matches!(
+        s.offer("c", "A", &huge, &OfferOptions::default()),
+        Err(SessionError::TooManyMedia { got: 500, max: 64 })
+    ));
+}

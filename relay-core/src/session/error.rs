@@ -43,6 +43,10 @@ pub enum SessionError {
         endpoint: SocketAddr,
         call_id: String,
     },
+    #[error("SDP of {size} bytes is over the limit of {max}")]
+    SdpTooLarge { size: usize, max: usize },
+    #[error("SDP has {got} m= lines, over the limit of {max}")]
+    TooManyMedia { got: usize, max: usize },
     #[error("endpoint {0} does not terminate ICE")]
     NotIce(SocketAddr),
 }

@@ -57,6 +57,23 @@ pub struct CallUpdate {
     pub ice_legs: Vec<IceLeg>,
 }
 
+/// Caps on one offer or answer, checked before anything is allocated. The defaults are far above
+/// any real call (WebRTC conferences stay under a few dozen m= lines and a few KiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_sdp_bytes: usize,
+    pub max_media: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_sdp_bytes: 64 * 1024,
+            max_media: 64,
+        }
+    }
+}
+
 /// An offer or answer done: the SDP to send on, and the call's [`CallUpdate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Negotiated {
@@ -85,6 +102,7 @@ pub struct Sessions {
     /// Restored calls' ports outside the configured range (the range changed across a restart).
     outside_range: Vec<(String, SocketAddr)>,
     latch_timers: LatchTimers,
+    limits: Limits,
 }
 
 impl fmt::Debug for Sessions {
@@ -127,6 +145,7 @@ impl Sessions {
             call_endpoints: HashMap::new(),
             outside_range: Vec::new(),
             latch_timers: LatchTimers::default(),
+            limits: Limits::default(),
         })
     }
 
@@ -188,6 +207,11 @@ impl Sessions {
     /// sockets are bound), but the fast path only handles the configured range.
     pub fn ports_outside_range(&self) -> &[(String, SocketAddr)] {
         &self.outside_range
+    }
+
+    /// Sets the caps on one offer or answer.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Sets the learning window and handover interval of latching.

@@ -32,8 +32,7 @@ impl Sessions {
         sdp_text: &str,
         opts: &OfferOptions,
     ) -> Result<Negotiated, SessionError> {
-        let mut sdp = Sdp::parse(sdp_text)?;
-        let desc = sdp.describe()?;
+        let (mut sdp, desc) = self.parse_within_limits(sdp_text)?;
         let existing = self.calls.get(call_id);
         // The side the offer comes from: the first offerer's, unless the answerer re-offers.
         let from = match existing {
@@ -122,8 +121,7 @@ impl Sessions {
         sdp_text: &str,
         opts: &AnswerOptions,
     ) -> Result<Negotiated, SessionError> {
-        let mut sdp = Sdp::parse(sdp_text)?;
-        let desc = sdp.describe()?;
+        let (mut sdp, desc) = self.parse_within_limits(sdp_text)?;
         let existing = self
             .calls
             .get(call_id)
@@ -228,6 +226,26 @@ impl Sessions {
             sdp: out,
             update: self.reindex(call_id),
         })
+    }
+
+    /// Parses an SDP body that is within [`super::Limits`].
+    fn parse_within_limits(&self, sdp_text: &str) -> Result<(Sdp, SessionDesc), SessionError> {
+        let max = self.limits.max_sdp_bytes;
+        if sdp_text.len() > max {
+            return Err(SessionError::SdpTooLarge {
+                size: sdp_text.len(),
+                max,
+            });
+        }
+        let sdp = Sdp::parse(sdp_text)?;
+        let desc = sdp.describe()?;
+        if desc.media.len() > self.limits.max_media {
+            return Err(SessionError::TooManyMedia {
+                got: desc.media.len(),
+                max: self.limits.max_media,
+            });
+        }
+        Ok((sdp, desc))
     }
 
     /// Ports and rtcp-mux of every stream of an offer coming from side `from`.
