@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod fd_limit;
 pub mod journal;
 pub mod metrics;
 pub mod ngmap;
