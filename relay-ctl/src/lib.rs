@@ -8,7 +8,7 @@ pub mod engine;
 pub mod metrics;
 pub mod ngmap;
 pub mod ngwire;
-pub mod persist;
+pub mod pins;
 pub mod ports;
 pub mod state_file;
 pub mod xdp;
