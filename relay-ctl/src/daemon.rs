@@ -1,7 +1,7 @@
 //! The daemon's event loop: one task owns all state (the [`Engine`]); sockets feed it through
 //! channels, so there are no locks and every state change happens in one place.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
 use tokio::{
@@ -12,25 +12,34 @@ use tokio::{
 
 use crate::{
     config::Config,
-    engine::{self, Engine},
+    engine::{Engine, Now},
     metrics,
     ports::{Inbound, PortSockets},
+    xdp,
 };
 
 /// Bound on queued relay-port datagrams: a flood of unknown-stream packets fills this queue
 /// and the kernel drops the rest, while NG requests keep their own socket and get served.
 const INBOUND_QUEUE: usize = 4096;
-const TICK: Duration = Duration::from_secs(1);
+
+/// The clocks the engine runs on, read here and nowhere in the engine.
+pub fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        wall: SystemTime::now(),
+        fast_path_ns: xdp::monotonic_ns(),
+    }
+}
 
 pub async fn run(
     cfg: Config,
-    engine_init: impl FnOnce(PortSockets) -> Result<Engine>,
+    engine_init: impl FnOnce(PortSockets, Now) -> Result<Engine>,
 ) -> Result<()> {
     let ng = UdpSocket::bind(cfg.ng_listen)
         .await
         .with_context(|| format!("binding the NG control socket {}", cfg.ng_listen))?;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
-    let mut engine = engine_init(PortSockets::new(in_tx))?;
+    let mut engine = engine_init(PortSockets::new(in_tx), now())?;
 
     let (mreq_tx, mut mreq_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
     if let Some(addr) = cfg.metrics_listen {
@@ -42,30 +51,19 @@ pub async fn run(
     tracing::info!(ng = %cfg.ng_listen, metrics = ?cfg.metrics_listen, "relay daemon running");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut tick = tokio::time::interval(TICK);
     let mut buf = vec![0u8; 65_536];
-    let flush = tokio::time::sleep(engine::STATE_FLUSH_DELAY);
-    tokio::pin!(flush);
-    let mut flush_armed = false;
     loop {
-        // The first change after a write starts the flush timer; later ones ride along.
-        if engine.state_dirty() && !flush_armed {
-            flush
-                .as_mut()
-                .reset(tokio::time::Instant::now() + engine::STATE_FLUSH_DELAY);
-            flush_armed = true;
-        }
+        // The engine's earliest deadline: an agent's, a delayed delete, the media-timeout
+        // sweep or the batched state write.
+        let deadline = tokio::time::Instant::from_std(engine.poll_timeout());
         tokio::select! {
             biased;
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            () = &mut flush, if flush_armed => {
-                flush_armed = false;
-                engine.flush_state();
-            }
+            () = tokio::time::sleep_until(deadline) => engine.handle_timeout(now()),
             r = ng.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    if let Some(reply) = engine.handle_ng(std::time::Instant::now(), from, &buf[..n])
+                    if let Some(reply) = engine.handle_ng(now(), from, &buf[..n])
                         && let Err(e) = ng.send_to(&reply, from).await
                     {
                         tracing::warn!(%from, error = %e, "sending NG reply");
@@ -76,8 +74,7 @@ pub async fn run(
             Some(reply) = mreq_rx.recv() => {
                 let _ = reply.send(metrics::render(&engine.metrics()));
             }
-            _ = tick.tick() => engine.handle_tick(std::time::Instant::now()),
-            Some(inbound) = in_rx.recv() => engine.handle_inbound(std::time::Instant::now(), inbound),
+            Some(inbound) = in_rx.recv() => engine.handle_inbound(now(), inbound),
         }
     }
     engine.shutdown();

@@ -10,7 +10,7 @@ pub mod journal;
 pub mod metrics;
 pub mod ngmap;
 pub mod ngwire;
-pub mod persist;
+pub mod pins;
 pub mod ports;
 pub mod state_file;
 pub mod xdp;

@@ -118,6 +118,25 @@ async fn receive(socket: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Inb
     }
 }
 
+impl crate::engine::RelaySockets for PortSockets {
+    fn bind(&mut self, local: SocketAddr) -> std::io::Result<()> {
+        PortSockets::bind(self, local)
+    }
+
+    fn unbind(&mut self, local: &SocketAddr) {
+        PortSockets::unbind(self, local)
+    }
+
+    fn send(&self, local: &SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
+        PortSockets::send(self, local, to, data)
+    }
+
+    fn port_check(&self) -> relay_core::session::PortCheck {
+        // A port another program holds is skipped at allocation, not discovered at bind time.
+        Box::new(|ip, port| std::net::UdpSocket::bind(SocketAddr::new(ip, port)).is_ok())
+    }
+}
+
 impl Drop for PortSockets {
     fn drop(&mut self) {
         for b in self.bound.values() {

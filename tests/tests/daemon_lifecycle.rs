@@ -221,7 +221,7 @@ fn daemon_serves_ng_and_metrics_and_survives_restart() {
     );
     drop(d2);
     let _ = std::fs::remove_file(&state);
-    relay_ctl::persist::detach_all(&pin_dir).unwrap();
+    relay_ctl::pins::detach_all(&pin_dir).unwrap();
 }
 
 /// rtpengine's timeouts: a call without media ends after `--timeout`, a call on hold (muted
