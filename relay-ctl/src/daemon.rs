@@ -21,6 +21,8 @@ use crate::{
 /// Bound on queued relay-port datagrams: a flood of unknown-stream packets fills this queue
 /// and the kernel drops the rest, while NG requests keep their own socket and get served.
 const INBOUND_QUEUE: usize = 4096;
+/// NG requests handled per journal sync at most, besides the one that woke the loop.
+const NG_BATCH: usize = 63;
 
 /// The clocks the engine runs on, read here and nowhere in the engine.
 pub fn now() -> Now {
@@ -60,13 +62,28 @@ pub async fn run(
             biased;
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            () = tokio::time::sleep_until(deadline) => engine.handle_timeout(now()),
+            () = tokio::time::sleep_until(deadline) => {
+                engine.handle_timeout(now());
+                engine.commit();
+            }
             r = ng.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    if let Some(reply) = engine.handle_ng(now(), from, &buf[..n])
-                        && let Err(e) = ng.send_to(&reply, from).await
-                    {
-                        tracing::warn!(%from, error = %e, "sending NG reply");
+                    // Group commit: the requests already waiting are handled too, and their
+                    // changes made durable with one journal sync before any reply goes out.
+                    let mut replies = Vec::new();
+                    replies.extend(engine.handle_ng(now(), from, &buf[..n]).map(|r| (from, r)));
+                    for _ in 0..NG_BATCH {
+                        match ng.try_recv_from(&mut buf) {
+                            Ok((n, from)) => replies
+                                .extend(engine.handle_ng(now(), from, &buf[..n]).map(|r| (from, r))),
+                            Err(_) => break,
+                        }
+                    }
+                    engine.commit();
+                    for (to, reply) in replies {
+                        if let Err(e) = ng.send_to(&reply, to).await {
+                            tracing::warn!(%to, error = %e, "sending NG reply");
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "NG socket receive"),
@@ -74,7 +91,10 @@ pub async fn run(
             Some(reply) = mreq_rx.recv() => {
                 let _ = reply.send(metrics::render(&engine.metrics()));
             }
-            Some(inbound) = in_rx.recv() => engine.handle_inbound(now(), inbound),
+            Some(inbound) = in_rx.recv() => {
+                engine.handle_inbound(now(), inbound);
+                engine.commit();
+            }
         }
     }
     engine.shutdown();

@@ -335,6 +335,10 @@ impl crate::engine::FastPath for Relay {
     fn capacity(&self) -> Result<u32, FastPathError> {
         Ok(self.stream_capacity()?)
     }
+
+    fn keys(&mut self) -> Result<Vec<StreamKey>, FastPathError> {
+        Ok(self.streams()?.into_iter().map(|(k, _)| k).collect())
+    }
 }
 
 /// CLOCK_MONOTONIC now, in the time base of `StreamCounters::last_seen_ns` (which, coarse, is

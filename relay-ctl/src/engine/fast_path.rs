@@ -36,11 +36,23 @@ pub trait FastPath {
     fn verdict_totals(&self) -> Result<Totals, FastPathError>;
     /// Entries the table holds (and counter slots it has), as created.
     fn capacity(&self) -> Result<u32, FastPathError>;
+    /// The relay endpoints that have an entry now.
+    fn keys(&mut self) -> Result<Vec<StreamKey>, FastPathError>;
 }
 
-/// The entries applied to the fast path and the counter slot of each relay endpoint.
+/// A change to the fast path's maps, held until the state that explains it is durable.
+enum MapOp {
+    Remove(StreamKey),
+    ResetCounters(u32),
+    Insert(StreamKey, StreamEntry),
+}
+
+/// The entries applied to the fast path and the counter slot of each relay endpoint. Changes
+/// reach the maps only at [`StreamTable::flush`], which the engine calls once the journal holds
+/// them: the maps are never newer than the saved state.
 pub struct StreamTable {
     fast_path: Box<dyn FastPath>,
+    pending: Vec<MapOp>,
     entries: HashMap<SocketAddr, ForwardingEntry>,
     by_call: HashMap<String, Vec<ForwardingEntry>>,
     slots: HashMap<SocketAddr, u32>,
@@ -58,6 +70,7 @@ impl StreamTable {
         let taken: HashSet<u32> = saved_slots.iter().map(|(_, s)| *s).collect();
         Ok(StreamTable {
             fast_path,
+            pending: Vec::new(),
             entries: HashMap::new(),
             by_call: HashMap::new(),
             slots: saved_slots.into_iter().collect(),
@@ -80,9 +93,7 @@ impl StreamTable {
         let changes = diff(&old, &new);
         for local in &changes.removals {
             self.entries.remove(local);
-            if let Err(err) = self.fast_path.remove(&StreamKey::from(*local)) {
-                tracing::warn!(%call_id, %local, error = %err, "fast-path remove failed");
-            }
+            self.pending.push(MapOp::Remove(StreamKey::from(*local)));
         }
         for e in changes.inserts.iter().chain(&changes.updates) {
             self.entries.insert(e.local, *e);
@@ -131,24 +142,70 @@ impl StreamTable {
                     tracing::warn!(%call_id, local = %e.local, "fast-path counter slots exhausted; stream stays in userspace");
                     return;
                 };
-                if let Err(err) = self.fast_path.reset_counters(s) {
-                    tracing::warn!(%call_id, error = %err, "resetting counter slot");
-                }
+                self.pending.push(MapOp::ResetCounters(s));
                 self.slots.insert(e.local, s);
                 s
             }
         };
-        match self
-            .fast_path
-            .insert(StreamKey::from(e.local), stream_entry(e, slot))
-        {
-            Ok(()) => {
-                tracing::debug!(%call_id, local = %e.local, to = %e.rewrite.to, "fast-path entry installed")
-            }
-            Err(err) => {
-                tracing::warn!(%call_id, local = %e.local, error = %err, "fast-path insert failed; userspace forwards")
+        self.pending.push(MapOp::Insert(
+            StreamKey::from(e.local),
+            stream_entry(e, slot),
+        ));
+    }
+
+    /// True when changes wait for [`StreamTable::flush`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Applies the held changes to the maps, in order. A failed insert leaves that stream to
+    /// the daemon (a full map degrades speed, not service).
+    pub fn flush(&mut self) {
+        for op in std::mem::take(&mut self.pending) {
+            match op {
+                MapOp::Remove(key) => {
+                    if let Err(err) = self.fast_path.remove(&key) {
+                        tracing::warn!(local = ?key.socket_addr(), error = %err, "fast-path remove failed");
+                    }
+                }
+                MapOp::ResetCounters(slot) => {
+                    if let Err(err) = self.fast_path.reset_counters(slot) {
+                        tracing::warn!(slot, error = %err, "resetting counter slot");
+                    }
+                }
+                MapOp::Insert(key, entry) => match self.fast_path.insert(key, entry) {
+                    Ok(()) => {
+                        tracing::debug!(local = ?key.socket_addr(), "fast-path entry installed")
+                    }
+                    Err(err) => {
+                        tracing::warn!(local = ?key.socket_addr(), error = %err, "fast-path insert failed; userspace forwards")
+                    }
+                },
             }
         }
+    }
+
+    /// Removes every map entry the applied set does not know (an earlier daemon's, whose call
+    /// the saved state no longer has).
+    pub fn remove_unknown(&mut self) -> usize {
+        let keys = match self.fast_path.keys() {
+            Ok(k) => k,
+            Err(err) => {
+                tracing::warn!(error = %err, "listing fast-path entries");
+                return 0;
+            }
+        };
+        let mut removed = 0;
+        for key in keys {
+            if key
+                .socket_addr()
+                .is_none_or(|a| !self.entries.contains_key(&a))
+            {
+                self.pending.push(MapOp::Remove(key));
+                removed += 1;
+            }
+        }
+        removed
     }
 }
 

@@ -29,7 +29,7 @@ mod timeouts;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 pub use fast_path::{FastPath, FastPathError, StreamTable};
@@ -40,13 +40,12 @@ use relay_core::{
     session::{CallUpdate, Config as SessionConfig, IceLeg, Sessions},
 };
 pub use sockets::RelaySockets;
-pub use state::STATE_FLUSH_DELAY;
 pub use timeouts::SWEEP_INTERVAL;
 
 use self::{
     ice::{AgentKey, IceRegistry},
     ng::NgServer,
-    state::{Saved, StateFile},
+    state::{LegacySaved, Restored, StateStore},
     stats::Stats,
     timeouts::Timers,
 };
@@ -124,7 +123,7 @@ pub struct Engine {
     ng: NgServer,
     stats: Stats,
     timers: Timers,
-    state: StateFile,
+    state: StateStore,
 }
 
 impl Engine {
@@ -142,11 +141,37 @@ impl Engine {
             port_min: cfg.port_min,
             port_max: cfg.port_max,
         };
-        let saved = Saved::read(&cfg.state_file)?;
-        let mut sessions = match &saved {
-            Some(sv) => Sessions::restore(scfg, sv.sessions.clone())
-                .with_context(|| format!("restoring calls from {}", cfg.state_file.display()))?,
-            None => Sessions::new(scfg)?,
+        let (journal, restored) = state::open(&cfg.state_file)?;
+        // (call, creation time) of every restored call, and the counter slots they hold.
+        let mut calls: Vec<(String, u64)> = Vec::new();
+        let mut slots: Vec<(SocketAddr, u32)> = Vec::new();
+        let mut sessions = match restored {
+            Restored::Nothing => Sessions::new(scfg)?,
+            Restored::Legacy(LegacySaved {
+                sessions,
+                calls: c,
+                slots: s,
+            }) => {
+                calls = c;
+                slots = s;
+                Sessions::restore(scfg, sessions)
+                    .with_context(|| format!("restoring calls from {}", cfg.state_file.display()))?
+            }
+            Restored::Calls(saved) => {
+                let mut sessions = Sessions::new(scfg)?;
+                for c in saved {
+                    let call_id = c.record.call_id.clone();
+                    // One bad record costs its call, not the others: said, never half-loaded.
+                    match sessions.import_call(c.record) {
+                        Ok(_) => {
+                            calls.push((call_id, c.created));
+                            slots.extend(c.slots);
+                        }
+                        Err(e) => tracing::error!(%call_id, error = %e, "saved call not restored"),
+                    }
+                }
+                sessions
+            }
         };
         sessions.set_port_check(sockets.port_check());
         let outside = sessions.ports_outside_range();
@@ -158,12 +183,8 @@ impl Engine {
                 "restored calls keep relay ports outside the configured range; new calls get ports inside it"
             );
         }
-        let (calls, slots) = match saved {
-            Some(sv) => (sv.calls, sv.slots),
-            None => (Vec::new(), Vec::new()),
-        };
         let mut engine = Engine {
-            state: StateFile::new(cfg.state_file.clone()),
+            state: StateStore::new(cfg.state_file.clone(), journal),
             timers: Timers::new(now.instant),
             cfg,
             sessions,
@@ -176,32 +197,37 @@ impl Engine {
             ng: NgServer::default(),
             stats: Stats::default(),
         };
-        if !calls.is_empty() {
-            for (call_id, created) in calls {
-                let created = UNIX_EPOCH + Duration::from_secs(created);
-                engine.meta.insert(
-                    call_id.clone(),
-                    CallMeta {
-                        created,
-                        created_at: now.instant,
-                        last_signal: created,
-                        last_activity: now.instant,
-                    },
-                );
-                let update = engine.sessions.call_update(&call_id);
-                engine.sync_call(&call_id, update.into());
-            }
-            engine.stats.sessions_total = engine.meta.len() as u64;
-            tracing::info!(
-                calls = engine.meta.len(),
-                "calls restored from the state file"
+        for (call_id, created) in calls {
+            let created = state::from_epoch(created);
+            engine.meta.insert(
+                call_id.clone(),
+                CallMeta {
+                    created,
+                    created_at: now.instant,
+                    last_signal: created,
+                    last_activity: now.instant,
+                },
             );
+            let update = engine.sessions.call_update(&call_id);
+            engine.sync_call(&call_id, update.into());
         }
+        engine.stats.sessions_total = engine.meta.len() as u64;
+        // The state is the truth: entries it knows are re-applied (above), entries it does not
+        // know (a call deleted, or never acknowledged, before a crash) are removed.
+        let orphans = engine.table.remove_unknown();
+        tracing::info!(
+            calls = engine.meta.len(),
+            orphan_entries_removed = orphans,
+            "state restored"
+        );
+        // One snapshot in the current format; the journal starts empty.
+        engine.flush_state();
         Ok(engine)
     }
 
     /// Brings one call's sockets, forwarding entries and ICE agents in line with `want`.
     fn sync_call(&mut self, call_id: &str, want: CallSync) {
+        self.state.mark(call_id);
         let old = self.bound.remove(call_id).unwrap_or_default();
         for gone in old.difference(&want.endpoints) {
             self.sockets.unbind(gone);
@@ -279,10 +305,10 @@ impl Engine {
             self.sockets.send(&t.source, t.destination, &t.bytes);
         }
         *self.stats.ice_checks.entry(out.outcome).or_default() += 1;
-        self.ice_events(now, out.events);
+        self.ice_events(out.events);
     }
 
-    fn ice_events(&mut self, now: Now, events: Vec<(AgentKey, IceEvent)>) {
+    fn ice_events(&mut self, events: Vec<(AgentKey, IceEvent)>) {
         for (key, ev) in events {
             let call_id = &key.call_id;
             match ev {
@@ -292,7 +318,7 @@ impl Engine {
                         Ok(entries) => {
                             tracing::info!(%call_id, %local, %remote, "ICE pair nominated");
                             self.table.apply(call_id, entries);
-                            self.state.mark_dirty(now.instant);
+                            self.state.mark(call_id);
                         }
                         Err(e) => {
                             tracing::warn!(%call_id, %local, %remote, error = %e, "ICE nomination")
@@ -335,7 +361,7 @@ impl Engine {
                 Ok(outcome) if outcome.accepted => {
                     tracing::info!(%call_id, %local, %source, "latched");
                     self.table.apply(&call_id, outcome.entries);
-                    self.state.mark_dirty(now.instant);
+                    self.state.mark(&call_id);
                     ok = verdict(self.table.get(&local));
                 }
                 Ok(_) => {

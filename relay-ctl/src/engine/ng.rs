@@ -127,9 +127,6 @@ impl Engine {
             .and_then(Value::as_str)
             .unwrap_or("?")
             .to_owned();
-        if result == "ok" && matches!(command.as_str(), "offer" | "answer" | "delete") {
-            self.state.mark_dirty(now.instant);
-        }
         *self.ng.counts.entry((command, result)).or_default() += 1;
         let mut out = cookie.to_vec();
         out.push(b' ');

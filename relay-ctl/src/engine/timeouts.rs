@@ -40,7 +40,6 @@ impl Engine {
         [
             Some(self.timers.next_sweep),
             self.ice.poll_timeout(),
-            self.state.deadline(),
             self.timers.pending_deletes.iter().map(|(t, ..)| *t).min(),
         ]
         .into_iter()
@@ -51,14 +50,11 @@ impl Engine {
 
     pub fn handle_timeout(&mut self, now: Now) {
         let events = self.ice.handle_timeout(now.instant);
-        self.ice_events(now, events);
+        self.ice_events(events);
         self.run_due_deletes(now);
         if now.instant >= self.timers.next_sweep {
             self.timers.next_sweep = now.instant + SWEEP_INTERVAL;
             self.expire_idle_calls(now);
-        }
-        if self.state.deadline().is_some_and(|t| t <= now.instant) {
-            self.flush_state();
         }
     }
 
@@ -76,7 +72,6 @@ impl Engine {
                 tracing::debug!(%call_id, error = %e, "delayed delete");
             }
         }
-        self.state.mark_dirty(now.instant);
     }
 
     /// Deletes calls whose media stopped (rtpengine's timeout, silent timeout on hold) or that
@@ -121,6 +116,5 @@ impl Engine {
                 self.meta.remove(&call_id);
             }
         }
-        self.state.mark_dirty(now.instant);
     }
 }

@@ -5,6 +5,7 @@
 mod calls;
 mod ice;
 mod ng;
+mod state;
 
 use std::{
     cell::RefCell,
@@ -24,7 +25,7 @@ use relay_core::{
 };
 use serde_json::{Value, json};
 
-use super::{Engine, FastPath, FastPathError, Now, RelaySockets, STATE_FLUSH_DELAY};
+use super::{Engine, FastPath, FastPathError, Now, RelaySockets};
 use crate::{config::Config, ports::Inbound, xdp::Totals};
 
 /// The stream table and counters as the fake fast path holds them.
@@ -77,6 +78,10 @@ impl FastPath for FakeFastPath {
 
     fn capacity(&self) -> Result<u32, FastPathError> {
         Ok(CAPACITY)
+    }
+
+    fn keys(&mut self) -> Result<Vec<StreamKey>, FastPathError> {
+        Ok(self.0.borrow().entries.keys().copied().collect())
     }
 }
 
@@ -186,6 +191,7 @@ impl Harness {
             .engine
             .handle_ng(self.now, from, datagram.as_bytes())
             .unwrap();
+        self.engine.commit();
         let body = reply.strip_prefix(format!("{cookie} ").as_bytes()).unwrap();
         serde_json::from_slice(body).unwrap()
     }
@@ -208,6 +214,7 @@ impl Harness {
             let step = next.saturating_duration_since(self.now.instant);
             self.now = self.now.after(step);
             self.engine.handle_timeout(self.now);
+            self.engine.commit();
         }
         self.now = end;
     }
@@ -237,6 +244,7 @@ impl Harness {
                 data: data.to_vec(),
             },
         );
+        self.engine.commit();
     }
 
     /// What the engine sent since the last call.
