@@ -37,6 +37,7 @@ pub async fn run(
     cfg: Config,
     engine_init: impl FnOnce(PortSockets, Now) -> Result<Engine>,
 ) -> Result<()> {
+    raise_fd_limit(&cfg);
     let ng = UdpSocket::bind(cfg.ng_listen)
         .await
         .with_context(|| format!("binding the NG control socket {}", cfg.ng_listen))?;
@@ -99,6 +100,31 @@ pub async fn run(
     }
     engine.shutdown();
     Ok(())
+}
+
+/// Every relay port is a socket: the descriptor limit, not the port range, would otherwise cap the
+/// calls (at about 250 with the usual 1024).
+fn raise_fd_limit(cfg: &Config) {
+    let ports = u64::from(cfg.port_max.saturating_sub(cfg.port_min)) + 1;
+    let needed = crate::fd_limit::needed(ports, cfg.interfaces.len() as u64);
+    match crate::fd_limit::raise_for_ports(needed) {
+        Ok(l) if l.enough() => {
+            tracing::info!(
+                limit = l.soft,
+                needed,
+                "file descriptor limit fits the port range"
+            )
+        }
+        Ok(l) => tracing::warn!(
+            limit = l.soft,
+            hard = l.hard,
+            needed,
+            calls = l.calls(),
+            "the file descriptor limit is below what the relay port range needs: about {} plain calls fit; raise LimitNOFILE (or run with CAP_SYS_RESOURCE)",
+            l.calls()
+        ),
+        Err(e) => tracing::warn!(error = %e, "reading the file descriptor limit"),
+    }
 }
 
 async fn serve_metrics(listener: TcpListener, req: mpsc::Sender<oneshot::Sender<String>>) {

@@ -53,6 +53,11 @@ pub fn raise_for_ports(needed: u64) -> std::io::Result<FdLimit> {
     Ok(FdLimit { needed, soft, hard })
 }
 
+/// The soft limit in force.
+pub fn current() -> Option<u64> {
+    get().ok().map(|(soft, _)| soft)
+}
+
 fn get() -> std::io::Result<(u64, u64)> {
     let mut r = libc::rlimit {
         rlim_cur: 0,

@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub ice_consent_lapsed: u64,
     /// Media the daemon forwarded itself while a flow was being learned.
     pub userspace_forwarded: u64,
+    /// Journal writes that failed (changes not durable until the next write succeeds).
+    pub state_write_errors: u64,
 }
 
 fn escape(v: &str) -> String {
@@ -96,6 +98,11 @@ pub fn render(s: &Snapshot) -> String {
         "# HELP relay_userspace_forwarded_packets_total Media forwarded by the daemon before a fast-path entry existed.\n# TYPE relay_userspace_forwarded_packets_total counter\nrelay_userspace_forwarded_packets_total {}",
         s.userspace_forwarded
     );
+    let _ = writeln!(
+        o,
+        "# HELP relay_state_write_errors_total Journal writes that failed: those changes are not durable until a later write succeeds.\n# TYPE relay_state_write_errors_total counter\nrelay_state_write_errors_total {}",
+        s.state_write_errors
+    );
     o
 }
 
@@ -145,6 +152,7 @@ mod tests {
             ice_checks: vec![("success".into(), 5), ("unauthorized".into(), 1)],
             ice_consent_lapsed: 2,
             userspace_forwarded: 7,
+            state_write_errors: 1,
         };
         let t = render(&s);
         for line in [
@@ -156,6 +164,7 @@ mod tests {
             "relay_ice_checks_total{outcome=\"unauthorized\"} 1",
             "relay_ice_consent_lapsed_total 2",
             "relay_userspace_forwarded_packets_total 7",
+            "relay_state_write_errors_total 1",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }

@@ -25,6 +25,8 @@ struct Bound {
 pub struct PortSockets {
     bound: HashMap<SocketAddr, Bound>,
     tx: mpsc::Sender<Inbound>,
+    /// Set by the port check when a test bind failed with EMFILE/ENFILE.
+    descriptors_exhausted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PortSockets {
@@ -34,6 +36,7 @@ impl PortSockets {
         PortSockets {
             bound: HashMap::new(),
             tx,
+            descriptors_exhausted: Arc::default(),
         }
     }
 
@@ -133,7 +136,26 @@ impl crate::engine::RelaySockets for PortSockets {
 
     fn port_check(&self) -> relay_core::session::PortCheck {
         // A port another program holds is skipped at allocation, not discovered at bind time.
-        Box::new(|ip, port| std::net::UdpSocket::bind(SocketAddr::new(ip, port)).is_ok())
+        let exhausted = Arc::clone(&self.descriptors_exhausted);
+        Box::new(
+            move |ip, port| match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+                Ok(_) => {
+                    exhausted.store(false, std::sync::atomic::Ordering::Relaxed);
+                    true
+                }
+                Err(e) => {
+                    if crate::fd_limit::is_exhaustion(&e) {
+                        exhausted.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    false
+                }
+            },
+        )
+    }
+
+    fn descriptors_exhausted(&self) -> bool {
+        self.descriptors_exhausted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

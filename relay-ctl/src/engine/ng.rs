@@ -46,6 +46,11 @@ pub enum NgError {
     /// What the sessions refused, in our words (rtpengine has none for it).
     #[error(transparent)]
     Session(SessionError),
+    #[error(
+        "Out of file descriptors (limit {limit}): relay ports are left but cannot be opened; \
+         raise LimitNOFILE (the port range needs {needed})"
+    )]
+    OutOfDescriptors { limit: u64, needed: u64 },
 }
 
 impl From<SessionError> for NgError {
@@ -149,12 +154,32 @@ impl Engine {
         }
     }
 
+    /// "No free ports" when the real shortage is file descriptors says so, with the numbers.
+    fn ports_error(&self, e: SessionError) -> NgError {
+        match e {
+            SessionError::Ports(relay_core::ports::PortError::Exhausted { .. })
+                if self.sockets.descriptors_exhausted() =>
+            {
+                let limit = crate::fd_limit::current().unwrap_or(0);
+                let ports = u64::from(self.cfg.port_max - self.cfg.port_min) + 1;
+                NgError::OutOfDescriptors {
+                    limit,
+                    needed: crate::fd_limit::needed(ports, self.cfg.interfaces.len() as u64),
+                }
+            }
+            other => other.into(),
+        }
+    }
+
     fn ng_offer(&mut self, now: Now, req: &mut Request) -> Reply {
         let call_id = req.required("call-id")?.to_owned();
         let from_tag = req.required("from-tag")?.to_owned();
         let sdp = required_sdp(req)?;
         let opts = req.offer_options()?;
-        let out = self.sessions.offer(&call_id, &from_tag, &sdp, &opts)?;
+        let out = self
+            .sessions
+            .offer(&call_id, &from_tag, &sdp, &opts)
+            .map_err(|e| self.ports_error(e))?;
         Ok(self.rewritten(now, &call_id, out))
     }
 
@@ -167,7 +192,8 @@ impl Engine {
         let opts = req.answer_options()?;
         let out = self
             .sessions
-            .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)?;
+            .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
+            .map_err(|e| self.ports_error(e))?;
         Ok(self.rewritten(now, &call_id, out))
     }
 

@@ -14,4 +14,9 @@ pub trait RelaySockets {
     fn send(&self, local: &SocketAddr, to: SocketAddr, data: &[u8]) -> bool;
     /// How the port allocator tests a port before offering it: another program may hold it.
     fn port_check(&self) -> PortCheck;
+    /// True once a port test failed for want of file descriptors (EMFILE/ENFILE), not because
+    /// the port was taken: the limit, not the range, is what ran out.
+    fn descriptors_exhausted(&self) -> bool {
+        false
+    }
 }

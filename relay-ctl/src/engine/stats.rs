@@ -65,6 +65,7 @@ impl Engine {
                 .collect(),
             ice_consent_lapsed: self.stats.ice_consent_lapsed,
             userspace_forwarded: self.stats.userspace_forwarded,
+            state_write_errors: self.state.write_errors,
         }
     }
 }

@@ -90,6 +90,8 @@ pub struct SocketState {
     pub bound: BTreeSet<SocketAddr>,
     /// (from, to, datagram)
     pub sent: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// The process is out of file descriptors: every port test fails with EMFILE.
+    pub out_of_descriptors: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct FakeSockets(Rc<RefCell<SocketState>>);
@@ -114,7 +116,12 @@ impl RelaySockets for FakeSockets {
     }
 
     fn port_check(&self) -> PortCheck {
-        Box::new(|_, _| true)
+        let out = std::sync::Arc::clone(&self.0.borrow().out_of_descriptors);
+        Box::new(move |_, _| !out.load(Ordering::Relaxed))
+    }
+
+    fn descriptors_exhausted(&self) -> bool {
+        self.0.borrow().out_of_descriptors.load(Ordering::Relaxed)
     }
 }
 

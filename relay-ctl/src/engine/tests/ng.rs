@@ -80,3 +80,20 @@ fn errors_carry_rtpengine_wording() {
     );
     assert!(h.engine.meta.is_empty(), "no call was created");
 }
+
+#[test]
+fn running_out_of_file_descriptors_says_so_and_allocates_nothing() {
+    let mut h = Harness::new();
+    h.sockets
+        .borrow()
+        .out_of_descriptors
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = h.ng(json!({"command": "offer", "call-id": "fd", "from-tag": "A",
+        "sdp": plain("198.51.100.10", 4000)}));
+    assert_eq!(r["result"], "error");
+    let why = r["error-reason"].as_str().unwrap();
+    assert!(why.starts_with("Out of file descriptors (limit "), "{why}");
+    assert!(why.contains("raise LimitNOFILE"), "{why}");
+    assert!(h.sockets.borrow().bound.is_empty());
+    assert!(!h.engine.meta.contains_key("fd"));
+}
