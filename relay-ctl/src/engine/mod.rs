@@ -124,6 +124,17 @@ pub struct Engine {
     stats: Stats,
     timers: Timers,
     state: StateStore,
+    /// Datagrams to send once the state they follow from is durable and in the fast path
+    /// ([`Engine::commit`]): a peer answering them then finds the entry in place.
+    outbox: Vec<Outgoing>,
+}
+
+struct Outgoing {
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Vec<u8>,
+    /// Media the daemon forwards (counted), as opposed to its own STUN replies.
+    media: bool,
 }
 
 impl Engine {
@@ -196,6 +207,7 @@ impl Engine {
             call_of: HashMap::new(),
             ng: NgServer::default(),
             stats: Stats::default(),
+            outbox: Vec::new(),
         };
         for (call_id, created) in calls {
             let created = state::from_epoch(created);
@@ -302,7 +314,12 @@ impl Engine {
     fn stun(&mut self, now: Now, local: SocketAddr, source: SocketAddr, data: &[u8]) {
         let out = self.ice.handle_stun(now.instant, local, source, data);
         if let Some(t) = out.transmit {
-            self.sockets.send(&t.source, t.destination, &t.bytes);
+            self.outbox.push(Outgoing {
+                from: t.source,
+                to: t.destination,
+                data: t.bytes,
+                media: false,
+            });
         }
         *self.stats.ice_checks.entry(out.outcome).or_default() += 1;
         self.ice_events(out.events);
@@ -377,9 +394,12 @@ impl Engine {
             Some(r) if is_rtcp(data) => r,
             _ => e.rewrite,
         };
-        if self.sockets.send(&rewrite.from, rewrite.to, data) {
-            self.stats.userspace_forwarded += 1;
-        }
+        self.outbox.push(Outgoing {
+            from: rewrite.from,
+            to: rewrite.to,
+            data: data.to_vec(),
+            media: true,
+        });
         self.stats.userspace_media(local, data.len(), now.wall);
         if let Some(call_id) = self.call_of.get(&local)
             && let Some(m) = self.meta.get_mut(call_id)
@@ -402,6 +422,15 @@ impl Engine {
         match (fast, user) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Sends what the engine queued, in order.
+    fn send_queued(&mut self) {
+        for o in std::mem::take(&mut self.outbox) {
+            if self.sockets.send(&o.from, o.to, &o.data) && o.media {
+                self.stats.userspace_forwarded += 1;
+            }
         }
     }
 

@@ -103,6 +103,7 @@ impl Engine {
             self.compact_if_due();
         }
         self.table.flush();
+        self.send_queued();
     }
 
     /// One call as the journal keeps it.

@@ -119,6 +119,7 @@ fn a_peer_sending_only_indications_after_nomination_keeps_its_media() {
             data: rtp(99),
         },
     );
+    h.engine.commit();
     assert_eq!(h.sent(), vec![(a_ep, peer_a, rtp(99))]);
 }
 
