@@ -37,6 +37,8 @@ pub enum ConfigError {
         "log-level = {value:?}: {why} (e.g. \"info\", \"debug\", \"info,relay_ctl::engine=debug\")"
     )]
     LogLevel { value: String, why: String },
+    #[error("interface {0:?}: no such network device")]
+    NoDevice(String),
     #[error(
         "interface {spec:?}: {why} (expected NAME/ADDRESS[!ADVERTISED], e.g. pub/192.0.2.1!203.0.113.1)"
     )]
@@ -80,6 +82,7 @@ impl ConfigError {
             ConfigError::MaxStreams(_) => ("max-streams", None),
             ConfigError::Choice { key, .. } => (key, None),
             ConfigError::LogLevel { .. } => ("log-level", None),
+            ConfigError::NoDevice(dev) => ("interface", Some(dev.as_str())),
             _ => return None,
         })
     }
@@ -176,11 +179,11 @@ pub struct FileConfig {
 /// a refused value where the file sets it (unless a flag overrode it).
 pub fn load(path: Option<&Path>, flags: FileConfig) -> Result<Config, ConfigError> {
     let Some(path) = path else {
-        return FileConfig::default().merge(flags);
+        return FileConfig::default().merge(flags).and_then(devices_exist);
     };
     let (file, text) = FileConfig::load_text(path)?;
     let from_flags = flags.keys_set();
-    file.merge(flags).map_err(|e| {
+    file.merge(flags).and_then(devices_exist).map_err(|e| {
         let Some((key, value)) = e.key() else {
             return e;
         };
@@ -204,6 +207,19 @@ pub fn load(path: Option<&Path>, flags: FileConfig) -> Result<Config, ConfigErro
         }
         e
     })
+}
+
+/// Every device the program is to be attached to exists (checked before anything is attached,
+/// so a typo in the second of two devices does not leave the first attached).
+fn devices_exist(c: Config) -> Result<Config, ConfigError> {
+    match c
+        .xdp_devices
+        .iter()
+        .find(|d| crate::xdp::ifindex(d).is_none())
+    {
+        Some(d) => Err(ConfigError::NoDevice(d.clone())),
+        None => Ok(c),
+    }
 }
 
 /// The key a line assigns (`key = ...`), if it is an assignment.
