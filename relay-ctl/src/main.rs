@@ -274,10 +274,6 @@ fn run_daemon(args: DaemonArgs, log: LogHandle) -> Result<()> {
     let flags = args.flags();
     let cfg = config::load(args.config.as_deref(), flags.clone())?;
     set_log_level(&log, cfg.log_level.as_deref())?;
-    for dev in &cfg.xdp_devices {
-        xdp::ifindex(dev)
-            .with_context(|| format!("interface = {dev:?}: no such network device"))?;
-    }
     xdp::ensure_bpffs(&cfg.pin_dir)?;
     let rc = RelayConfig {
         port_min: cfg.port_min,
