@@ -357,3 +357,136 @@ fn top_prints_a_frame_and_runs_under_a_pty() {
         "alternate screen entered and left"
     );
 }
+
+/// `setpriv` as an unprivileged user with `caps` (setpriv's syntax: `+bpf,+net_admin`) in the
+/// bounding, inheritable and ambient sets, inside `ns`.
+fn as_nobody(ns: &Netns, caps: &str) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", ns.name))
+        .args([
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+        ])
+        .arg(format!("--inh-caps=-all,{caps}"))
+        .arg(format!("--ambient-caps=-all,{caps}"))
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .args(["--no-new-privs", "--"])
+        .arg(relay_ctl_bin().unwrap());
+    c
+}
+
+#[test]
+fn daemon_runs_a_call_with_only_bpf_net_admin_and_perfmon() {
+    if !relay_tests::privileged("daemon_runs_a_call_with_only_bpf_net_admin_and_perfmon") {
+        return;
+    }
+    let t = relay_tests::topology::Topology::new().unwrap();
+    let bpffs = Bpffs::new(&t.prefix).unwrap();
+    let pin_dir = bpffs.path().join("relay");
+    // The state directory the unit's StateDirectory= would give the user.
+    let state_dir = std::env::temp_dir().join(format!("{}-state", t.prefix));
+    std::fs::create_dir_all(&state_dir).unwrap();
+    relay_tests::run("chown", &["nobody:nogroup", state_dir.to_str().unwrap()]).unwrap();
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(state_dir.clone());
+    // What ExecStartPre does as root.
+    let out = Command::new(relay_ctl_bin().unwrap())
+        .args([
+            "prepare",
+            "--config",
+            "/nonexistent.toml",
+            "--user",
+            "nobody",
+            "--pin-dir",
+        ])
+        .arg(&pin_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut args: Vec<String> = t.daemon_args();
+    args.extend([
+        "--pin-dir".into(),
+        pin_dir.display().to_string(),
+        "--state-file".into(),
+        state_dir.join("sessions.json").display().to_string(),
+        "--detach".into(),
+    ]);
+
+    // Without CAP_PERFMON the verifier refuses the program, and nothing is attached.
+    let out = as_nobody(&t.relay, "+bpf,+net_admin")
+        .arg("daemon")
+        .args(&args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("loading the XDP program"), "{err}");
+    for dev in t.relay_devices() {
+        assert!(
+            !t.relay
+                .ip(&["link", "show", "dev", dev])
+                .unwrap()
+                .contains("xdp")
+        );
+    }
+
+    let log = TempFile::new(&format!("{}-caps.log", t.prefix), "");
+    let child = as_nobody(&t.relay, "+bpf,+net_admin,+perfmon")
+        .arg("daemon")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log.0).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let d = Stop(child);
+    let t0 = Instant::now();
+    while ng_call(&t.relay, json!({"command": "ping"})).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{}",
+            std::fs::read_to_string(&log.0).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let caps = relay_tests::service::capabilities(pid).unwrap();
+    assert_eq!(
+        caps["CapEff"],
+        (1 << 39) | (1 << 38) | (1 << 12),
+        "{caps:?}"
+    );
+    assert_eq!(relay_tests::service::uid(pid).unwrap(), 65534);
+
+    let caller = bind(&t.caller.ns, "10.1.1.2:4000");
+    let callee = bind(&t.callee.ns, "10.1.2.2:5000");
+    let ng = |r: serde_json::Value| ng_call(&t.relay, r).unwrap();
+    let offer = ng(
+        json!({"command": "offer", "call-id": "caps", "from-tag": "a", "sdp": sdp("10.1.1.2", 4000, &[])}),
+    );
+    let answer = ng(
+        json!({"command": "answer", "call-id": "caps", "from-tag": "a", "to-tag": "b", "sdp": sdp("10.1.2.2", 5000, &[])}),
+    );
+    let (relay_a, relay_b) = (
+        media_addr(answer["sdp"].as_str().unwrap()),
+        media_addr(offer["sdp"].as_str().unwrap()),
+    );
+    burst(&caller, relay_a, &callee, relay_b, 20, rtp(0));
+    burst(&callee, relay_b, &caller, relay_a, 20, rtp(100));
+    let q = ng(json!({"command": "query", "call-id": "caps"}));
+    let (fast, _) = relay_tests::call::packets(&q, "a", 0);
+    let (fast_b, _) = relay_tests::call::packets(&q, "b", 0);
+    assert!(fast + fast_b > 0, "media through XDP: {q:#?}");
+    drop(d);
+    assert!(!pin_dir.exists(), "--detach as the user removed the pins");
+}
