@@ -12,10 +12,10 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}{}: {message}", at(*line, key.as_deref()))]
     Parse {
@@ -26,12 +26,13 @@ pub enum ConfigError {
         message: String,
     },
     /// A value the file set that failed validation: where it is, and why.
-    #[error("{path}{}: {source}", at(Some(*line), Some(key)))]
+    #[error("{path}{}: {error}", at(Some(*line), Some(key)))]
     At {
         path: PathBuf,
         line: usize,
         key: String,
-        source: Box<ConfigError>,
+        /// Not a `source`: the message already includes it, once.
+        error: Box<ConfigError>,
     },
     #[error(
         "log-level = {value:?}: {why} (e.g. \"info\", \"debug\", \"info,relay_ctl::engine=debug\")"
@@ -201,7 +202,7 @@ pub fn load(path: Option<&Path>, flags: FileConfig) -> Result<Config, ConfigErro
                     path: path.to_owned(),
                     line,
                     key: (*k).to_owned(),
-                    source: Box::new(e),
+                    error: Box::new(e),
                 };
             }
         }
@@ -256,9 +257,9 @@ impl FileConfig {
     }
 
     fn load_text(path: &Path) -> Result<(FileConfig, String), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let file = toml::from_str(&text).map_err(|e| {
             let line = e

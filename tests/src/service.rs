@@ -69,13 +69,33 @@ impl Unit {
         Ok(s)
     }
 
-    fn limit(&self, key: &str) -> Option<String> {
-        self.get(key).map(|v| {
-            if v == "infinity" {
-                "unlimited".into()
-            } else {
-                v.to_owned()
-            }
+    /// The unit's limit for prlimit, at most the hard limit this process has: systemd (PID 1,
+    /// every capability) can raise it, a test in a container without CAP_SYS_RESOURCE cannot,
+    /// and says so.
+    fn limit(&self, key: &str, resource: libc::__rlimit_resource_t) -> Option<String> {
+        let want = match self.get(key)? {
+            "infinity" => libc::RLIM_INFINITY,
+            v => v.parse().ok()?,
+        };
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        unsafe { libc::getrlimit(resource, &mut cur) };
+        let n = if want > cur.rlim_max {
+            eprintln!(
+                "note: {key}={want} is above this process's hard limit {}; the daemon gets that",
+                cur.rlim_max
+            );
+            cur.rlim_max
+        } else {
+            want
+        };
+        Some(if n == libc::RLIM_INFINITY {
+            "unlimited".into()
+        } else {
+            n.to_string()
         })
     }
 }
@@ -96,8 +116,11 @@ impl Service {
             let Some(privileged) = pre.strip_prefix('+') else {
                 bail!("ExecStartPre without '+' is not emulated: {pre}");
             };
-            let words: Vec<&str> = privileged.split_whitespace().collect();
-            crate::run(words[0], &words[1..]).context("ExecStartPre")?;
+            // In the test's network namespace, like ExecStart: the devices are there.
+            let netns = format!("--net=/run/netns/{}", ns.name);
+            let mut words = vec![netns.as_str()];
+            words.extend(privileged.split_whitespace());
+            crate::run("nsenter", &words).context("ExecStartPre")?;
         }
         let start = unit.get("ExecStart").context("the unit has no ExecStart")?;
         let user = unit.get("User").context("the unit has no User")?;
@@ -112,10 +135,10 @@ impl Service {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", ns.name))
             .arg("prlimit");
-        if let Some(n) = unit.limit("LimitNOFILE") {
+        if let Some(n) = unit.limit("LimitNOFILE", libc::RLIMIT_NOFILE) {
             cmd.arg(format!("--nofile={n}:{n}"));
         }
-        if let Some(n) = unit.limit("LimitMEMLOCK") {
+        if let Some(n) = unit.limit("LimitMEMLOCK", libc::RLIMIT_MEMLOCK) {
             cmd.arg(format!("--memlock={n}:{n}"));
         }
         cmd.args(["--", "setpriv"])

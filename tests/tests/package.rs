@@ -147,8 +147,12 @@ fn debian_package_installs_runs_a_call_upgrades_and_purges() {
         sh("dpkg-deb", &["-I", deb.to_str().unwrap(), "conffiles"]).trim(),
         CONFIG
     );
-    let version = sh("dpkg-deb", &["-f", deb.to_str().unwrap(), "Version"]);
-    let new_version = sh("dpkg-deb", &["-f", upgrade.to_str().unwrap(), "Version"]);
+    let version = sh("dpkg-deb", &["-f", deb.to_str().unwrap(), "Version"])
+        .trim()
+        .to_owned();
+    let new_version = sh("dpkg-deb", &["-f", upgrade.to_str().unwrap(), "Version"])
+        .trim()
+        .to_owned();
 
     // Install.
     let _purge = Purge;
