@@ -28,8 +28,11 @@ const TICK: Duration = Duration::from_secs(1);
 /// way it was at start (the same file and flags), and a way to change the log filter.
 pub struct Reload {
     pub load: Box<dyn FnMut() -> Result<Config>>,
-    pub set_log_level: Box<dyn FnMut(Option<&str>) -> Result<()>>,
+    pub set_log_level: SetLogLevel,
 }
+
+/// Replaces the log filter (None: RUST_LOG, else the default).
+pub type SetLogLevel = Box<dyn FnMut(Option<&str>) -> Result<()>>;
 
 /// Runs until SIGTERM or SIGINT; returns the configuration in force then (a reload may have
 /// changed it).
