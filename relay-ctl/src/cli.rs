@@ -8,17 +8,35 @@ use serde_json::{Map, Value, json};
 
 use crate::client::NgClient;
 
-#[derive(clap::Args, Debug)]
+/// Options of every subcommand that talks to the daemon.
+#[derive(clap::Args, Debug, Clone)]
 pub struct Common {
     /// NG control address of the daemon.
-    #[arg(long, global = true, default_value = "127.0.0.1:2223")]
+    #[arg(long, default_value = "127.0.0.1:2223", value_name = "ADDR")]
     pub ng: SocketAddr,
     /// Seconds to wait for each NG reply (tried three times).
-    #[arg(long, global = true, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub reply_timeout: f64,
     /// Print the reply as JSON.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
+}
+
+/// `relay-ctl top`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TopArgs {
+    /// NG control address of the daemon.
+    #[arg(long, default_value = "127.0.0.1:2223", value_name = "ADDR")]
+    pub ng: SocketAddr,
+    /// Seconds to wait for each NG reply (tried three times).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub reply_timeout: f64,
+    /// Seconds between refreshes (and between the two samples of --once).
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub interval: f64,
+    /// Print one frame as plain text and exit (for scripts).
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// Options shared by offer and answer, named as rtpengine's NG keys.
@@ -61,17 +79,21 @@ pub struct MediaArgs {
 }
 
 fn client(c: &Common) -> Result<NgClient> {
-    if !(c.reply_timeout.is_finite() && c.reply_timeout > 0.0) {
+    ng_client(c.ng, c.reply_timeout)
+}
+
+pub(crate) fn ng_client(ng: SocketAddr, reply_timeout: f64) -> Result<NgClient> {
+    if !(reply_timeout.is_finite() && reply_timeout > 0.0) {
         bail!("--reply-timeout must be a positive number of seconds");
     }
     Ok(NgClient::new(
-        c.ng,
-        Duration::from_secs_f64(c.reply_timeout),
+        ng,
+        Duration::from_secs_f64(reply_timeout),
         3,
     )?)
 }
 
-fn request(command: &str) -> Map<String, Value> {
+pub(crate) fn request(command: &str) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("command".into(), command.into());
     m
@@ -265,7 +287,7 @@ fn print_or(c: &Common, reply: &Map<String, Value>, human: impl FnOnce()) {
     }
 }
 
-fn s(v: Option<&Value>) -> String {
+pub(crate) fn s(v: Option<&Value>) -> String {
     match v {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),

@@ -12,16 +12,34 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}{}: {message}", at(*line, key.as_deref()))]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        /// 1-based line of the fault, when the parser located it.
+        line: Option<usize>,
+        key: Option<String>,
+        message: String,
     },
+    /// A value the file set that failed validation: where it is, and why.
+    #[error("{path}{}: {error}", at(Some(*line), Some(key)))]
+    At {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        /// Not a `source`: the message already includes it, once.
+        error: Box<ConfigError>,
+    },
+    #[error(
+        "log-level = {value:?}: {why} (e.g. \"info\", \"debug\", \"info,relay_ctl::engine=debug\")"
+    )]
+    LogLevel { value: String, why: String },
+    #[error("interface {0:?}: no such network device")]
+    NoDevice(String),
     #[error(
         "interface {spec:?}: {why} (expected NAME/ADDRESS[!ADVERTISED], e.g. pub/192.0.2.1!203.0.113.1)"
     )]
@@ -43,6 +61,41 @@ pub enum ConfigError {
         allowed: &'static str,
     },
 }
+
+fn at(line: Option<usize>, key: Option<&str>) -> String {
+    match (line, key) {
+        (Some(l), Some(k)) => format!(" line {l}, key {k}"),
+        (Some(l), None) => format!(" line {l}"),
+        (None, Some(k)) => format!(", key {k}"),
+        (None, None) => String::new(),
+    }
+}
+
+impl ConfigError {
+    /// The configuration key a validation error is about, and the value it names (to find the
+    /// line of one element of a list).
+    fn key(&self) -> Option<(&'static str, Option<&str>)> {
+        Some(match self {
+            ConfigError::Interface { spec, .. } => ("listen", Some(spec.as_str())),
+            ConfigError::DuplicateInterface(name) => ("listen", Some(name.as_str())),
+            ConfigError::NoInterface => ("listen", None),
+            ConfigError::PortRange { .. } => ("port-range", None),
+            ConfigError::MaxStreams(_) => ("max-streams", None),
+            ConfigError::Choice { key, .. } => (key, None),
+            ConfigError::LogLevel { .. } => ("log-level", None),
+            ConfigError::NoDevice(dev) => ("interface", Some(dev.as_str())),
+            _ => return None,
+        })
+    }
+}
+
+pub const DEFAULT_PORT_MIN: u16 = 30_000;
+pub const DEFAULT_PORT_MAX: u16 = 40_000;
+pub const DEFAULT_TIMEOUT: u64 = 60;
+pub const DEFAULT_SILENT_TIMEOUT: u64 = 3600;
+pub const DEFAULT_NG_LISTEN: &str = "127.0.0.1:2223";
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/xdp-relay/sessions.json";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Parses rtpengine's `NAME/ADDRESS[!ADVERTISED]` with relay-core's parser, then applies the
 /// checks an operator needs on top: a plain name and a unicast bind address.
@@ -94,10 +147,14 @@ pub struct Config {
     pub pin_dir: PathBuf,
     /// Where sessions are persisted so a restarted daemon recovers them.
     pub state_file: PathBuf,
+    /// tracing filter directives; None: RUST_LOG, else "info".
+    pub log_level: Option<String>,
+    /// On exit, detach the program and remove the pins.
+    pub detach: bool,
 }
 
 /// The TOML file; every key optional, names as the flags.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     pub listen: Option<Vec<String>>,
@@ -114,18 +171,145 @@ pub struct FileConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub pin_dir: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub detach: Option<bool>,
+}
+
+/// Reads `path` (when given), overlays `flags` (set values win) and validates the result. An
+/// error in the file names its line and key: a syntax or type error where the parser found it,
+/// a refused value where the file sets it (unless a flag overrode it).
+pub fn load(path: Option<&Path>, flags: FileConfig) -> Result<Config, ConfigError> {
+    let Some(path) = path else {
+        return FileConfig::default().merge(flags).and_then(devices_exist);
+    };
+    let (file, text) = FileConfig::load_text(path)?;
+    let from_flags = flags.keys_set();
+    file.merge(flags).and_then(devices_exist).map_err(|e| {
+        let Some((key, value)) = e.key() else {
+            return e;
+        };
+        let keys: &[&str] = if key == "port-range" {
+            &["port-min", "port-max"]
+        } else {
+            &[key]
+        };
+        for k in keys {
+            if from_flags.contains(k) {
+                return e;
+            }
+            if let Some(line) = locate(&text, k, value) {
+                return ConfigError::At {
+                    path: path.to_owned(),
+                    line,
+                    key: (*k).to_owned(),
+                    error: Box::new(e),
+                };
+            }
+        }
+        e
+    })
+}
+
+/// Every device the program is to be attached to exists (checked before anything is attached,
+/// so a typo in the second of two devices does not leave the first attached).
+fn devices_exist(c: Config) -> Result<Config, ConfigError> {
+    match c
+        .xdp_devices
+        .iter()
+        .find(|d| crate::xdp::ifindex(d).is_none())
+    {
+        Some(d) => Err(ConfigError::NoDevice(d.clone())),
+        None => Ok(c),
+    }
+}
+
+/// The key a line assigns (`key = ...`), if it is an assignment.
+fn assigned_key(line: &str) -> Option<&str> {
+    let (k, _) = line.split_once('=')?;
+    let k = k.trim().trim_matches('"');
+    (!k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)))
+    .then_some(k)
+}
+
+/// 1-based line where `key` is set; with `value`, the line of that string inside its list.
+fn locate(text: &str, key: &str, value: Option<&str>) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| assigned_key(l) == Some(key))?;
+    if let Some(v) = value {
+        let quoted = format!("\"{v}\"");
+        for (i, l) in lines.iter().enumerate().skip(start) {
+            if i > start && assigned_key(l).is_some() {
+                break;
+            }
+            if l.contains(&quoted) {
+                return Some(i + 1);
+            }
+        }
+    }
+    Some(start + 1)
 }
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        Ok(Self::load_text(path)?.0)
+    }
+
+    fn load_text(path: &Path) -> Result<(FileConfig, String), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+        let file = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            // The key on that line, or on the assignment a continuation line belongs to.
+            let key = line.and_then(|l| {
+                text.lines()
+                    .take(l)
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .rev()
+                    .find_map(|l| assigned_key(l))
+                    .map(str::to_owned)
+            });
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                key,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        Ok((file, text))
+    }
+
+    /// The keys this layer sets.
+    fn keys_set(&self) -> Vec<&'static str> {
+        let mut k = Vec::new();
+        let mut add = |set: bool, key| {
+            if set {
+                k.push(key)
+            }
+        };
+        add(self.listen.is_some(), "listen");
+        add(self.interface.is_some(), "interface");
+        add(self.port_min.is_some(), "port-min");
+        add(self.port_max.is_some(), "port-max");
+        add(self.timeout.is_some(), "timeout");
+        add(self.silent_timeout.is_some(), "silent-timeout");
+        add(self.final_timeout.is_some(), "final-timeout");
+        add(self.max_streams.is_some(), "max-streams");
+        add(self.ice.is_some(), "ice");
+        add(self.latching.is_some(), "latching");
+        add(self.ng_listen.is_some(), "ng-listen");
+        add(self.metrics_listen.is_some(), "metrics-listen");
+        add(self.pin_dir.is_some(), "pin-dir");
+        add(self.state_file.is_some(), "state-file");
+        add(self.log_level.is_some(), "log-level");
+        add(self.detach.is_some(), "detach");
+        k
     }
 
     /// Overlays `flags` (set values win) and validates the result.
@@ -145,8 +329,8 @@ impl FileConfig {
         if interfaces.is_empty() {
             return Err(ConfigError::NoInterface);
         }
-        let port_min = flags.port_min.or(self.port_min).unwrap_or(30_000);
-        let port_max = flags.port_max.or(self.port_max).unwrap_or(40_000);
+        let port_min = flags.port_min.or(self.port_min).unwrap_or(DEFAULT_PORT_MIN);
+        let port_max = flags.port_max.or(self.port_max).unwrap_or(DEFAULT_PORT_MAX);
         // Even base so RTP/RTCP pairs never straddle the range.
         if port_min == 0 || port_min >= port_max || !port_min.is_multiple_of(2) {
             return Err(ConfigError::PortRange {
@@ -178,14 +362,28 @@ impl FileConfig {
             &["auto", "symmetric", "strict"],
             "auto, symmetric, strict",
         )?;
+        let log_level = flags.log_level.or(self.log_level);
+        if let Some(l) = &log_level
+            && let Err(e) = tracing_subscriber::EnvFilter::builder().parse(l)
+        {
+            return Err(ConfigError::LogLevel {
+                value: l.clone(),
+                why: e.to_string(),
+            });
+        }
         Ok(Config {
             interfaces,
             xdp_devices: flags.interface.or(self.interface).unwrap_or_default(),
             port_min,
             port_max,
-            media_timeout: Duration::from_secs(flags.timeout.or(self.timeout).unwrap_or(60)),
+            media_timeout: Duration::from_secs(
+                flags.timeout.or(self.timeout).unwrap_or(DEFAULT_TIMEOUT),
+            ),
             silent_timeout: Duration::from_secs(
-                flags.silent_timeout.or(self.silent_timeout).unwrap_or(3600),
+                flags
+                    .silent_timeout
+                    .or(self.silent_timeout)
+                    .unwrap_or(DEFAULT_SILENT_TIMEOUT),
             ),
             final_timeout: Duration::from_secs(
                 flags.final_timeout.or(self.final_timeout).unwrap_or(0),
@@ -196,7 +394,7 @@ impl FileConfig {
             ng_listen: flags
                 .ng_listen
                 .or(self.ng_listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2223))),
+                .unwrap_or_else(|| DEFAULT_NG_LISTEN.parse().expect("default NG address")),
             metrics_listen: flags.metrics_listen.or(self.metrics_listen),
             pin_dir: flags
                 .pin_dir
@@ -205,9 +403,66 @@ impl FileConfig {
             state_file: flags
                 .state_file
                 .or(self.state_file)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/xdp-relay/sessions.json")),
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
+            log_level,
+            detach: flags.detach.or(self.detach).unwrap_or(false),
         })
     }
+}
+
+/// What a reload (SIGHUP) does with a new, valid configuration: the changed settings that take
+/// effect at once, and those that only a restart applies (sockets, maps and attachments stay
+/// as they are, so a reload never touches running calls).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadPlan {
+    pub applied: Vec<&'static str>,
+    pub needs_restart: Vec<&'static str>,
+}
+
+pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
+    let mut p = ReloadPlan::default();
+    let mut cmp = |changed: bool, key: &'static str, live: bool| {
+        if changed {
+            if live {
+                p.applied.push(key);
+            } else {
+                p.needs_restart.push(key);
+            }
+        }
+    };
+    cmp(old.media_timeout != new.media_timeout, "timeout", true);
+    cmp(
+        old.silent_timeout != new.silent_timeout,
+        "silent-timeout",
+        true,
+    );
+    cmp(
+        old.final_timeout != new.final_timeout,
+        "final-timeout",
+        true,
+    );
+    cmp(old.log_level != new.log_level, "log-level", true);
+    cmp(old.detach != new.detach, "detach", true);
+    cmp(
+        format!("{:?}", old.interfaces) != format!("{:?}", new.interfaces),
+        "listen",
+        false,
+    );
+    cmp(old.xdp_devices != new.xdp_devices, "interface", false);
+    cmp(old.port_min != new.port_min, "port-min", false);
+    cmp(old.port_max != new.port_max, "port-max", false);
+    cmp(old.max_streams != new.max_streams, "max-streams", false);
+    cmp(old.ice_default != new.ice_default, "ice", false);
+    cmp(old.latching != new.latching, "latching", false);
+    cmp(old.ng_listen != new.ng_listen, "ng-listen", false);
+    cmp(
+        old.metrics_listen != new.metrics_listen,
+        "metrics-listen",
+        false,
+    );
+    cmp(old.pin_dir != new.pin_dir, "pin-dir", false);
+    cmp(old.state_file != new.state_file, "state-file", false);
+    p
 }
 
 fn choice(
@@ -312,5 +567,109 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    fn file(text: &str) -> (PathBuf, impl Drop) {
+        struct Rm(PathBuf);
+        impl Drop for Rm {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "relay-config-test-{}-{}.toml",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&p, text).unwrap();
+        (p.clone(), Rm(p))
+    }
+
+    #[test]
+    fn file_errors_name_the_line_and_key() {
+        let cases = [
+            // (file, line, key, part of the reason)
+            (
+                "listen = [\"a/192.0.2.1\"]\nport-mni = 3\n",
+                2,
+                "port-mni",
+                "unknown field",
+            ),
+            (
+                "listen = [\"a/192.0.2.1\"]\n\ntimeout = \"60\"\n",
+                3,
+                "timeout",
+                "invalid type",
+            ),
+            ("listen = [\"a/192.0.2.1\"\n", 1, "listen", ""),
+            (
+                "# c\nlisten = [\n  \"a/192.0.2.1\",\n  \"b/0.0.0.0\",\n]\n",
+                4,
+                "listen",
+                "unicast",
+            ),
+            (
+                "listen = [\"a/192.0.2.1\"]\nport-max = 100\n",
+                2,
+                "port-max",
+                "port range",
+            ),
+            (
+                "listen = [\"a/192.0.2.1\"]\nice = \"sometimes\"\n",
+                2,
+                "ice",
+                "expected one of",
+            ),
+            (
+                "listen = [\"a/192.0.2.1\"]\nlog-level = \"info,[\"\n",
+                2,
+                "log-level",
+                "log-level",
+            ),
+            ("listen = []\n", 1, "listen", "no logical interface"),
+        ];
+        for (text, line, key, why) in cases {
+            let (p, _rm) = file(text);
+            let e = load(Some(&p), FileConfig::default())
+                .expect_err(text)
+                .to_string();
+            let at = format!("{} line {line}, key {key}", p.display());
+            assert!(
+                e.starts_with(&at),
+                "{text:?}: {e:?} does not start with {at:?}"
+            );
+            assert!(e.contains(why), "{text:?}: {e:?} lacks {why:?}");
+        }
+        // A flag that overrides the bad key is not blamed on the file.
+        let (p, _rm) = file("listen = [\"a/192.0.2.1\"]\nport-max = 100\n");
+        let flags = FileConfig {
+            port_max: Some(200),
+            port_min: Some(151),
+            ..FileConfig::default()
+        };
+        let e = load(Some(&p), flags).unwrap_err();
+        assert!(matches!(e, ConfigError::PortRange { .. }), "{e}");
+        let (p, _rm) = file("listen = [\"a/192.0.2.1\"]\nport-max = 30100\n");
+        assert_eq!(
+            load(Some(&p), FileConfig::default()).unwrap().port_max,
+            30100
+        );
+    }
+
+    #[test]
+    fn reload_applies_timeouts_and_log_level_and_names_the_rest() {
+        let base = || flags(&["a/192.0.2.1"]);
+        let old = FileConfig::default().merge(base()).unwrap();
+        let mut f = base();
+        f.timeout = Some(5);
+        f.log_level = Some("debug".into());
+        f.port_min = Some(20000);
+        f.ng_listen = Some("127.0.0.1:2224".parse().unwrap());
+        let new = FileConfig::default().merge(f).unwrap();
+        let p = reload_plan(&old, &new);
+        assert_eq!(p.applied, ["timeout", "log-level"]);
+        assert_eq!(p.needs_restart, ["port-min", "ng-listen"]);
+        assert_eq!(reload_plan(&old, &old), ReloadPlan::default());
     }
 }

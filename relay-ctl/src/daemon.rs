@@ -10,8 +10,10 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
+use sd_notify::NotifyState;
+
 use crate::{
-    config::Config,
+    config::{self, Config},
     engine::{Engine, Now},
     metrics,
     ports::{Inbound, PortSockets},
@@ -33,10 +35,23 @@ pub fn now() -> Now {
     }
 }
 
+/// What SIGHUP (`systemctl reload`) needs from the binary: the configuration read again the
+/// way it was at start (the same file and flags), and a way to change the log filter.
+pub struct Reload {
+    pub load: Box<dyn FnMut() -> Result<Config>>,
+    pub set_log_level: SetLogLevel,
+}
+
+/// Replaces the log filter (None: RUST_LOG, else the default).
+pub type SetLogLevel = Box<dyn FnMut(Option<&str>) -> Result<()>>;
+
+/// Runs until SIGTERM or SIGINT; returns the configuration in force then (a reload may have
+/// changed it).
 pub async fn run(
-    cfg: Config,
+    mut cfg: Config,
     engine_init: impl FnOnce(PortSockets, Now) -> Result<Engine>,
-) -> Result<()> {
+    mut reload: Reload,
+) -> Result<Config> {
     raise_fd_limit(&cfg);
     let ng = UdpSocket::bind(cfg.ng_listen)
         .await
@@ -52,8 +67,12 @@ pub async fn run(
         tokio::spawn(serve_metrics(listener, mreq_tx));
     }
     tracing::info!(ng = %cfg.ng_listen, metrics = ?cfg.metrics_listen, "relay daemon running");
+    // systemd (Type=notify): ready once NG is served; a no-op without NOTIFY_SOCKET.
+    notify(&[NotifyState::Ready]);
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut buf = vec![0u8; 65_536];
     loop {
         // The engine's earliest deadline: an agent's, a delayed delete, the media-timeout
@@ -63,6 +82,13 @@ pub async fn run(
             biased;
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            _ = hup.recv() => {
+                let mut state = vec![NotifyState::Reloading];
+                state.extend(NotifyState::monotonic_usec_now().ok());
+                notify(&state);
+                apply_reload(&mut cfg, &mut reload, &mut engine);
+                notify(&[NotifyState::Ready]);
+            }
             () = tokio::time::sleep_until(deadline) => {
                 engine.handle_timeout(now());
                 engine.commit();
@@ -98,8 +124,49 @@ pub async fn run(
             }
         }
     }
+    notify(&[NotifyState::Stopping]);
     engine.shutdown();
-    Ok(())
+    Ok(cfg)
+}
+
+fn notify(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!(error = %e, "sd_notify");
+    }
+}
+
+/// SIGHUP: re-reads the configuration; a bad one is refused whole (the running one stays), a
+/// good one applies what can change live and names what needs a restart.
+fn apply_reload(cfg: &mut Config, reload: &mut Reload, engine: &mut Engine) {
+    let new = match (reload.load)() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload refused, the running configuration stays: {e:#}");
+            return;
+        }
+    };
+    let plan = config::reload_plan(cfg, &new);
+    if plan.applied.contains(&"log-level")
+        && let Err(e) = (reload.set_log_level)(new.log_level.as_deref())
+    {
+        tracing::error!("reload: log-level: {e:#}");
+    }
+    engine.set_timeouts(&new);
+    cfg.media_timeout = new.media_timeout;
+    cfg.silent_timeout = new.silent_timeout;
+    cfg.final_timeout = new.final_timeout;
+    cfg.log_level = new.log_level;
+    cfg.detach = new.detach;
+    if !plan.needs_restart.is_empty() {
+        tracing::warn!(
+            keys = %plan.needs_restart.join(", "),
+            "configuration reloaded; these changes need a restart (systemctl restart xdp-relay; calls survive it) and are not applied"
+        );
+    }
+    tracing::info!(
+        applied = %if plan.applied.is_empty() { "nothing changed".to_owned() } else { plan.applied.join(", ") },
+        "configuration reloaded"
+    );
 }
 
 /// Every relay port is a socket: the descriptor limit, not the port range, would otherwise cap the

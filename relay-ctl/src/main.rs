@@ -3,22 +3,22 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use relay_common::config::RelayConfig;
 use relay_ctl::{
     cli::{self, Common, MediaArgs},
-    config::{Config, FileConfig},
+    config::{self, FileConfig},
     daemon,
     engine::Engine,
+    host,
     pins::{self, Attached},
     xdp,
 };
+use tracing_subscriber::{EnvFilter, prelude::*, reload};
 
 #[derive(Parser)]
 #[command(name = "relay-ctl", version, about = "XDP media relay for SIP B2BUAs")]
 struct Cli {
-    #[command(flatten)]
-    common: Common,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -28,9 +28,14 @@ enum Cmd {
     /// Run the relay: load and attach the XDP program, serve NG on --ng-listen.
     Daemon(Box<DaemonArgs>),
     /// Check that the daemon answers.
-    Ping,
+    Ping(Common),
     /// Send an SDP offer; prints the SDP to forward to the callee.
-    Offer(MediaArgs),
+    Offer {
+        #[command(flatten)]
+        media: MediaArgs,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Send an SDP answer; prints the SDP to forward to the caller.
     Answer {
         #[command(flatten)]
@@ -38,99 +43,214 @@ enum Cmd {
         /// The callee's tag (taken from the message's To with --sip).
         #[arg(long)]
         to_tag: Option<String>,
+        #[command(flatten)]
+        common: Common,
     },
     /// Delete a call, or one leg of it.
     Delete {
+        /// Call-ID of the call.
         #[arg(long)]
         call_id: String,
+        /// Delete only this leg (the caller's tag).
         #[arg(long)]
         from_tag: Option<String>,
+        /// Delete only this fork (the callee's tag).
         #[arg(long)]
         to_tag: Option<String>,
+        #[command(flatten)]
+        common: Common,
     },
     /// List call ids.
-    List,
+    List(Common),
     /// Show a call: legs, relay ports, peers, ICE state, per-stream counters.
-    Show { call_id: String },
+    Show {
+        /// Call-ID of the call.
+        call_id: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Fast-path verdict counters (from the pinned map) and daemon statistics.
     Stats {
         /// bpffs directory the daemon pinned its maps under.
         #[arg(long, default_value = xdp::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Live view of calls, per-stream packet rates (fast path and daemon) and drop reasons.
+    Top(cli::TopArgs),
+    /// Stop forwarding: detach the XDP program and remove the pins (stop the daemon first).
+    Detach(PinArgs),
+    /// Prepare the host for a daemon without root (the service's ExecStartPre, run as root):
+    /// check the configuration, mount bpffs if absent, give USER the pin directory.
+    Prepare {
+        #[command(flatten)]
+        pins: PinArgs,
+        /// System user the daemon runs as.
+        #[arg(long, default_value = "xdp-relay")]
+        user: String,
+    },
+    /// Write the man pages and shell completions (used when packaging).
+    #[command(hide = true)]
+    Generate {
+        /// Directory for the man pages (relay-ctl.1, one page per subcommand, xdp-relay.toml.5).
+        #[arg(long)]
+        man: Option<PathBuf>,
+        /// Directory for the bash, zsh and fish completions.
+        #[arg(long)]
+        completions: Option<PathBuf>,
     },
 }
 
+/// Where the pins are: `--pin-dir`, else the configuration file's `pin-dir`, else the default.
 #[derive(clap::Args)]
-struct DaemonArgs {
-    /// TOML configuration file; flags override its keys (same names).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Logical interface NAME/ADDRESS[!ADVERTISED] (repeatable), as rtpengine's --interface.
-    #[arg(long)]
-    listen: Vec<String>,
-    /// Network device to attach the XDP program to (repeatable).
-    #[arg(long = "interface", short = 'i')]
-    interfaces: Vec<String>,
-    #[arg(long)]
-    port_min: Option<u16>,
-    #[arg(long)]
-    port_max: Option<u16>,
-    /// Media timeout, seconds.
-    #[arg(long)]
-    timeout: Option<u64>,
-    /// Media timeout for calls on hold, seconds.
-    #[arg(long)]
-    silent_timeout: Option<u64>,
-    /// Delete any call this long after it was created, seconds (0: never).
-    #[arg(long)]
-    final_timeout: Option<u64>,
-    /// Capacity of the XDP stream table: one entry per relay endpoint (RTP and RTCP of each
-    /// leg), default 65536. A restarted daemon keeps the size of the maps it re-opens.
-    #[arg(long)]
-    max_streams: Option<u32>,
-    /// Default ICE handling: default, force, remove, optional.
-    #[arg(long)]
-    ice: Option<String>,
-    /// Default latching for non-ICE legs: auto, symmetric, strict.
-    #[arg(long)]
-    latching: Option<String>,
-    #[arg(long)]
-    ng_listen: Option<SocketAddr>,
-    #[arg(long)]
-    metrics_listen: Option<SocketAddr>,
+struct PinArgs {
+    /// The daemon's TOML configuration file, read for its pin-dir.
+    #[arg(long, default_value = "/etc/xdp-relay/relay.toml")]
+    config: PathBuf,
+    /// bpffs directory of the pins (overrides the file's pin-dir) [default: the file's, else /sys/fs/bpf/xdp-relay].
     #[arg(long)]
     pin_dir: Option<PathBuf>,
+}
+
+impl PinArgs {
+    /// The pin directory and, when the file exists, the configuration it came from.
+    fn resolve(&self) -> Result<(PathBuf, Option<FileConfig>)> {
+        let file = if self.config.exists() {
+            Some(FileConfig::load(&self.config)?)
+        } else {
+            None
+        };
+        let dir = self
+            .pin_dir
+            .clone()
+            .or_else(|| file.as_ref().and_then(|f| f.pin_dir.clone()))
+            .unwrap_or_else(|| PathBuf::from(xdp::DEFAULT_PIN_DIR));
+        Ok((dir, file))
+    }
+}
+
+/// Every option may also be set in the --config file under the same name (flags win).
+#[derive(clap::Args, Clone)]
+struct DaemonArgs {
+    /// TOML configuration file; flags override its keys (same names) [default: none].
     #[arg(long)]
+    config: Option<PathBuf>,
+    /// Logical interface NAME/ADDRESS[!ADVERTISED] (repeatable), as rtpengine's --interface [default: none; at least one is required].
+    #[arg(long, value_name = "SPEC")]
+    listen: Vec<String>,
+    /// Network device to attach the XDP program to (repeatable) [default: none: media goes through the daemon].
+    #[arg(long = "interface", short = 'i', value_name = "DEV")]
+    interfaces: Vec<String>,
+    /// Lowest relay port, even [default: 30000].
+    #[arg(long, value_name = "PORT")]
+    port_min: Option<u16>,
+    /// Highest relay port [default: 40000].
+    #[arg(long, value_name = "PORT")]
+    port_max: Option<u16>,
+    /// Seconds without media before a call is deleted [default: 60].
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// Seconds without media before a call on hold is deleted [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    silent_timeout: Option<u64>,
+    /// Seconds after creation any call is deleted, 0 for never [default: 0].
+    #[arg(long, value_name = "SECS")]
+    final_timeout: Option<u64>,
+    /// Capacity of the XDP stream table, one entry per relay endpoint; pinned maps keep their size [default: 65536].
+    #[arg(long, value_name = "N")]
+    max_streams: Option<u32>,
+    /// Default ICE handling: default, force, remove, optional [default: default].
+    #[arg(long)]
+    ice: Option<String>,
+    /// Default latching for non-ICE legs: auto, symmetric, strict [default: auto].
+    #[arg(long)]
+    latching: Option<String>,
+    /// Address of the NG control socket (UDP) [default: 127.0.0.1:2223].
+    #[arg(long, value_name = "ADDR")]
+    ng_listen: Option<SocketAddr>,
+    /// Address of the Prometheus /metrics listener (TCP) [default: none, no metrics].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// bpffs directory for the pinned maps and links [default: /sys/fs/bpf/xdp-relay].
+    #[arg(long, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+    /// File the calls are saved to, so a restarted daemon keeps them [default: /var/lib/xdp-relay/sessions.json].
+    #[arg(long, value_name = "FILE")]
     state_file: Option<PathBuf>,
-    /// On exit, detach the program and remove the pins (default: keep forwarding).
+    /// Log filter, tracing's EnvFilter syntax (reloadable) [default: $RUST_LOG, else info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// On exit, detach the program and remove the pins [default: off: forwarding goes on].
     #[arg(long)]
     detach: bool,
 }
 
+impl DaemonArgs {
+    /// The flags as a configuration layer over the file.
+    fn flags(&self) -> FileConfig {
+        FileConfig {
+            listen: (!self.listen.is_empty()).then(|| self.listen.clone()),
+            interface: (!self.interfaces.is_empty()).then(|| self.interfaces.clone()),
+            port_min: self.port_min,
+            port_max: self.port_max,
+            timeout: self.timeout,
+            silent_timeout: self.silent_timeout,
+            final_timeout: self.final_timeout,
+            max_streams: self.max_streams,
+            ice: self.ice.clone(),
+            latching: self.latching.clone(),
+            ng_listen: self.ng_listen,
+            metrics_listen: self.metrics_listen,
+            pin_dir: self.pin_dir.clone(),
+            state_file: self.state_file.clone(),
+            log_level: self.log_level.clone(),
+            detach: self.detach.then_some(true),
+        }
+    }
+}
+
+type LogHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(config::DEFAULT_LOG_LEVEL))
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+    let (filter, log) = reload::Layer::new(env_filter());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Under systemd stderr goes to the journal, which stamps every line itself.
+    let fmt = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        fmt.without_time().boxed()
+    } else {
+        fmt.boxed()
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
     let cli = Cli::parse();
-    let c = &cli.common;
     let result = match cli.cmd {
-        Cmd::Daemon(args) => run_daemon(*args),
-        Cmd::Ping => cli::ping(c),
-        Cmd::Offer(m) => cli::offer_answer(c, "offer", &m, None),
-        Cmd::Answer { media, to_tag } => cli::offer_answer(c, "answer", &media, to_tag.as_deref()),
+        Cmd::Daemon(args) => run_daemon(*args, log),
+        Cmd::Ping(c) => cli::ping(&c),
+        Cmd::Offer { media, common } => cli::offer_answer(&common, "offer", &media, None),
+        Cmd::Answer {
+            media,
+            to_tag,
+            common,
+        } => cli::offer_answer(&common, "answer", &media, to_tag.as_deref()),
         Cmd::Delete {
             call_id,
             from_tag,
             to_tag,
-        } => cli::delete(c, &call_id, from_tag.as_deref(), to_tag.as_deref()),
-        Cmd::List => cli::list(c),
-        Cmd::Show { call_id } => cli::show(c, &call_id),
-        Cmd::Stats { pin_dir } => stats(c, &pin_dir),
+            common,
+        } => cli::delete(&common, &call_id, from_tag.as_deref(), to_tag.as_deref()),
+        Cmd::List(c) => cli::list(&c),
+        Cmd::Show { call_id, common } => cli::show(&common, &call_id),
+        Cmd::Stats { pin_dir, common } => stats(&common, &pin_dir),
+        Cmd::Top(args) => relay_ctl::top::run(&args),
+        Cmd::Detach(pins) => detach(&pins),
+        Cmd::Prepare { pins, user } => prepare(&pins, &user),
+        Cmd::Generate { man, completions } => generate(man, completions),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,33 +261,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn daemon_config(args: &DaemonArgs) -> Result<Config> {
-    let file = match &args.config {
-        Some(p) => FileConfig::load(p)?,
-        None => FileConfig::default(),
+fn set_log_level(log: &LogHandle, level: Option<&str>) -> Result<()> {
+    let filter = match level {
+        Some(l) => EnvFilter::builder().parse(l)?,
+        None => env_filter(),
     };
-    let flags = FileConfig {
-        listen: (!args.listen.is_empty()).then(|| args.listen.clone()),
-        interface: (!args.interfaces.is_empty()).then(|| args.interfaces.clone()),
-        port_min: args.port_min,
-        port_max: args.port_max,
-        timeout: args.timeout,
-        silent_timeout: args.silent_timeout,
-        final_timeout: args.final_timeout,
-        max_streams: args.max_streams,
-        ice: args.ice.clone(),
-        latching: args.latching.clone(),
-        ng_listen: args.ng_listen,
-        metrics_listen: args.metrics_listen,
-        pin_dir: args.pin_dir.clone(),
-        state_file: args.state_file.clone(),
-    };
-    Ok(file.merge(flags)?)
+    log.reload(filter).context("changing the log filter")
 }
 
-fn run_daemon(args: DaemonArgs) -> Result<()> {
+fn run_daemon(args: DaemonArgs, log: LogHandle) -> Result<()> {
     // Everything is validated before anything is loaded, bound or attached.
-    let cfg = daemon_config(&args)?;
+    let flags = args.flags();
+    let cfg = config::load(args.config.as_deref(), flags.clone())?;
+    set_log_level(&log, cfg.log_level.as_deref())?;
     xdp::ensure_bpffs(&cfg.pin_dir)?;
     let rc = RelayConfig {
         port_min: cfg.port_min,
@@ -212,17 +318,142 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         );
     }
     let pin_dir = cfg.pin_dir.clone();
+    let mut detach = cfg.detach;
+    let config_path = args.config.clone();
+    let reload = daemon::Reload {
+        load: Box::new(move || Ok(config::load(config_path.as_deref(), flags.clone())?)),
+        set_log_level: Box::new(move |l| set_log_level(&log, l)),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(daemon::run(cfg.clone(), move |ports, now| {
-        Engine::new(cfg, Box::new(relay), Box::new(ports), now)
-    }));
-    if args.detach {
+    let engine_cfg = cfg.clone();
+    let result = rt.block_on(daemon::run(
+        cfg,
+        move |ports, now| Engine::new(engine_cfg, Box::new(relay), Box::new(ports), now),
+        reload,
+    ));
+    if let Ok(last) = &result {
+        detach = last.detach;
+    }
+    if detach {
         pins::detach_all(&pin_dir).context("detaching")?;
         tracing::info!("XDP program detached, pins removed");
     }
-    result
+    result.map(|_| ())
+}
+
+fn detach(pins: &PinArgs) -> Result<()> {
+    let (dir, _) = pins.resolve()?;
+    if !dir.exists() {
+        println!("nothing pinned under {}", dir.display());
+        return Ok(());
+    }
+    pins::detach_all(&dir)
+        .with_context(|| format!("detaching the pins under {}", dir.display()))?;
+    println!("detached; pins under {} removed", dir.display());
+    Ok(())
+}
+
+/// As root, before the daemon starts without root: what only root may do, and nothing else.
+fn prepare(pins: &PinArgs, user: &str) -> Result<()> {
+    // A configuration the daemon would refuse fails here, before anything changes. The
+    // daemon's own flags are not known here: only the file is checked.
+    if pins.config.exists() {
+        config::load(Some(&pins.config), FileConfig::default())?;
+    }
+    let (dir, _) = pins.resolve()?;
+    let (uid, gid) = host::user_ids(user).with_context(|| format!("no user {user}"))?;
+    xdp::ensure_bpffs(&dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The daemon must reach its pin directory: bpffs roots mounted by systemd are 0700.
+    for parent in dir.ancestors().skip(1) {
+        host::allow_search(parent)
+            .with_context(|| format!("making {} searchable", parent.display()))?;
+        if parent == std::path::Path::new("/") {
+            break;
+        }
+    }
+    // Pins left by a daemon that ran as root become the user's, so it can take them over.
+    host::chown_tree(&dir, uid, gid)
+        .with_context(|| format!("giving {} to {user}", dir.display()))?;
+    tracing::info!(pin_dir = %dir.display(), %user, "pin directory ready");
+    Ok(())
+}
+
+fn generate(man: Option<PathBuf>, completions: Option<PathBuf>) -> Result<()> {
+    let cmd = Cli::command();
+    if let Some(dir) = man {
+        std::fs::create_dir_all(&dir)?;
+        clap_mangen::generate_to(cmd.clone(), &dir)?;
+        let daemon = cmd
+            .find_subcommand("daemon")
+            .context("no daemon subcommand")?;
+        std::fs::write(dir.join("xdp-relay.toml.5"), config_man_page(daemon))?;
+    }
+    if let Some(dir) = completions {
+        std::fs::create_dir_all(&dir)?;
+        use clap_complete::Shell;
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            clap_complete::generate_to(shell, &mut cmd.clone(), "relay-ctl", &dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// roff escapes for text taken from help strings.
+fn roff(s: &str) -> String {
+    s.replace('\\', "\\e").replace('-', "\\-")
+}
+
+/// xdp-relay.toml(5): the configuration file's keys, from the daemon's options (one name, one
+/// description and default for both).
+fn config_man_page(daemon: &clap::Command) -> String {
+    let mut o = String::from(
+        ".TH XDP-RELAY.TOML 5 \"\" \"xdp-relay\" \"File Formats\"\n\
+         .SH NAME\nxdp-relay.toml \\- configuration of the xdp-relay daemon\n\
+         .SH SYNOPSIS\n/etc/xdp-relay/relay.toml\n\
+         .SH DESCRIPTION\n\
+         A TOML file read by \\fBrelay-ctl daemon \\-\\-config\\fR at start and again on \\fBSIGHUP\\fR \
+         (\\fBsystemctl reload xdp-relay\\fR). Every key is optional and named as the daemon option; \
+         an option given on the command line wins over the file. An unknown key, a value of the wrong \
+         type or a refused value stops the daemon before anything is attached, with the line and key \
+         at fault; on reload the running configuration is kept. A reload applies timeout, \
+         silent\\-timeout, final\\-timeout, log\\-level and detach at once and logs every other \
+         changed key as needing a restart.\n.SH KEYS\n",
+    );
+    for a in daemon.get_arguments() {
+        let Some(long) = a.get_long() else { continue };
+        if matches!(long, "config" | "help") {
+            continue;
+        }
+        let key = if long == "interface" {
+            "interface"
+        } else {
+            long
+        };
+        let kind = match a.get_action() {
+            clap::ArgAction::Append => "[ \"...\", ... ]",
+            clap::ArgAction::SetTrue => "true | false",
+            _ => a
+                .get_value_names()
+                .and_then(|v| v.first())
+                .map(|v| v.as_str())
+                .unwrap_or("VALUE"),
+        };
+        let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+        o.push_str(&format!(
+            ".TP\n\\fB{}\\fR = {}\n{}\n",
+            roff(key),
+            roff(kind),
+            roff(&help)
+        ));
+    }
+    o.push_str(
+        ".SH FILES\n/etc/xdp-relay/relay.toml, /var/lib/xdp-relay/sessions.json, /sys/fs/bpf/xdp-relay\n\
+         .SH SEE ALSO\n\\fBrelay-ctl\\fR(1), \\fBrelay-ctl-daemon\\fR(1)\n",
+    );
+    o
 }
 
 fn stats(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
@@ -287,5 +518,96 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// `[default: X]` at the end of a help text (written by hand, or appended by clap).
+    fn default_of(cmd: &clap::Command, long: &str) -> String {
+        let a = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .unwrap_or_else(|| panic!("no --{long}"));
+        let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let from_help = help
+            .rsplit_once("[default: ")
+            .map(|(_, d)| d.trim_end_matches(']').to_owned());
+        let from_clap = a
+            .get_default_values()
+            .first()
+            .map(|v| v.to_string_lossy().into_owned());
+        from_help.or(from_clap).unwrap_or_default()
+    }
+
+    #[test]
+    fn every_option_has_a_description_and_each_subcommand_only_its_own() {
+        let cli = super::Cli::command();
+        let client_opts = ["ng", "reply-timeout", "json"];
+        for sub in cli.get_subcommands() {
+            for a in sub.get_arguments() {
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                assert!(
+                    !help.trim().is_empty() && !help.contains('\n'),
+                    "{} {:?}: needs a one-line description",
+                    sub.get_name(),
+                    a.get_id()
+                );
+            }
+            let talks_ng = !matches!(sub.get_name(), "daemon" | "detach" | "prepare" | "generate");
+            for o in client_opts {
+                let has = sub.get_arguments().any(|a| a.get_long() == Some(o));
+                // top has its own output: a screen, or plain text with --once.
+                let want = talks_ng && !(o == "json" && sub.get_name() == "top");
+                assert_eq!(has, want, "{} and --{o}", sub.get_name());
+            }
+        }
+        // The daemon documents the default of every option, and it is the one applied.
+        let d = cli.find_subcommand("daemon").unwrap();
+        for a in d.get_arguments().filter(|a| a.get_long() != Some("help")) {
+            let long = a.get_long().unwrap();
+            assert!(
+                !default_of(d, long).is_empty(),
+                "daemon --{long}: no default"
+            );
+        }
+        let c = relay_ctl::config::FileConfig {
+            listen: Some(vec!["a/192.0.2.1".into()]),
+            ..Default::default()
+        }
+        .merge(Default::default())
+        .unwrap();
+        for (long, value) in [
+            ("port-min", c.port_min.to_string()),
+            ("port-max", c.port_max.to_string()),
+            ("timeout", c.media_timeout.as_secs().to_string()),
+            ("silent-timeout", c.silent_timeout.as_secs().to_string()),
+            ("final-timeout", c.final_timeout.as_secs().to_string()),
+            ("max-streams", c.max_streams.to_string()),
+            ("ice", c.ice_default.clone()),
+            ("latching", c.latching.clone()),
+            ("ng-listen", c.ng_listen.to_string()),
+            ("pin-dir", c.pin_dir.display().to_string()),
+            ("state-file", c.state_file.display().to_string()),
+        ] {
+            assert_eq!(default_of(d, long), value, "daemon --{long}");
+        }
+    }
+
+    #[test]
+    fn config_man_page_lists_every_key() {
+        let cli = super::Cli::command();
+        let page = super::config_man_page(cli.find_subcommand("daemon").unwrap());
+        for key in [
+            "listen",
+            "interface",
+            "port\\-min",
+            "timeout",
+            "log\\-level",
+            "detach",
+        ] {
+            assert!(
+                page.contains(&format!("\\fB{key}\\fR = ")),
+                "{key} in\n{page}"
+            );
+        }
+        assert!(!page.contains("\\fBconfig\\fR"));
     }
 }

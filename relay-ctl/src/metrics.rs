@@ -195,4 +195,299 @@ mod tests {
         let r = String::from_utf8(http_response(b"\xff\xfe", String::new)).unwrap();
         assert!(r.starts_with("HTTP/1.1 405"));
     }
+
+    /// A metric a PromQL expression selects, with its label matchers (label, op, value).
+    #[derive(Debug)]
+    struct Selector {
+        metric: String,
+        matchers: Vec<(String, String, String)>,
+    }
+
+    /// The selectors of a PromQL expression and the labels it groups by. A small scanner, not
+    /// a parser: strings, ranges and function calls are skipped, `by (...)`-style lists read.
+    fn promql(expr: &str) -> (Vec<Selector>, Vec<String>) {
+        const GROUPING: &[&str] = &[
+            "by",
+            "without",
+            "on",
+            "ignoring",
+            "group_left",
+            "group_right",
+        ];
+        // Keywords, and aggregations (which may put `by (...)` before their parenthesis).
+        const KEYWORDS: &[&str] = &[
+            "bool",
+            "offset",
+            "and",
+            "or",
+            "unless",
+            "sum",
+            "min",
+            "max",
+            "avg",
+            "count",
+            "group",
+            "stddev",
+            "stdvar",
+            "topk",
+            "bottomk",
+            "quantile",
+            "count_values",
+            "limitk",
+        ];
+        let c: Vec<char> = expr.chars().collect();
+        let (mut sel, mut grouping) = (Vec::<Selector>::new(), Vec::new());
+        let ident = |i: &mut usize| {
+            let start = *i;
+            while *i < c.len() && (c[*i].is_ascii_alphanumeric() || c[*i] == '_' || c[*i] == ':') {
+                *i += 1;
+            }
+            c[start..*i].iter().collect::<String>()
+        };
+        let skip_ws = |i: &mut usize| {
+            while *i < c.len() && c[*i].is_whitespace() {
+                *i += 1;
+            }
+        };
+        let string = |i: &mut usize| {
+            let q = c[*i];
+            *i += 1;
+            let start = *i;
+            while *i < c.len() && c[*i] != q {
+                *i += if c[*i] == '\\' { 2 } else { 1 };
+            }
+            *i += 1;
+            c[start..*i - 1].iter().collect::<String>()
+        };
+        let mut i = 0;
+        let mut last_was_metric = false;
+        while i < c.len() {
+            let ch = c[i];
+            if ch == '"' || ch == '\'' {
+                string(&mut i);
+                last_was_metric = false;
+            } else if ch == '[' {
+                while i < c.len() && c[i] != ']' {
+                    i += 1;
+                }
+                i += 1;
+            } else if ch == '{' {
+                i += 1;
+                let mut matchers = Vec::new();
+                loop {
+                    skip_ws(&mut i);
+                    if i >= c.len() || c[i] == '}' {
+                        i += 1;
+                        break;
+                    }
+                    if c[i] == ',' {
+                        i += 1;
+                        continue;
+                    }
+                    let label = ident(&mut i);
+                    skip_ws(&mut i);
+                    let op: String = c[i..].iter().take_while(|x| "=!~".contains(**x)).collect();
+                    i += op.len();
+                    skip_ws(&mut i);
+                    let value = string(&mut i);
+                    assert!(!label.is_empty(), "matcher without a label in {expr}");
+                    matchers.push((label, op, value));
+                }
+                if last_was_metric && let Some(s) = sel.last_mut() {
+                    s.matchers = matchers;
+                } else {
+                    sel.push(Selector {
+                        metric: String::new(),
+                        matchers,
+                    });
+                }
+                last_was_metric = false;
+            } else if ch.is_ascii_alphabetic() || ch == '_' || ch == ':' {
+                let word = ident(&mut i);
+                let mut j = i;
+                skip_ws(&mut j);
+                let call = j < c.len() && c[j] == '(';
+                last_was_metric = false;
+                if GROUPING.contains(&word.as_str()) {
+                    if call {
+                        i = j + 1;
+                        while i < c.len() && c[i] != ')' {
+                            skip_ws(&mut i);
+                            let l = ident(&mut i);
+                            if !l.is_empty() {
+                                grouping.push(l);
+                            } else {
+                                i += 1;
+                            }
+                        }
+                        i += 1;
+                    }
+                } else if !call && !KEYWORDS.contains(&word.as_str()) {
+                    sel.push(Selector {
+                        metric: word,
+                        matchers: Vec::new(),
+                    });
+                    last_was_metric = true;
+                }
+            } else {
+                if ch.is_ascii_digit() || ch == '$' {
+                    // Numbers and $variables are no names.
+                    i += 1;
+                    while i < c.len()
+                        && (c[i].is_ascii_alphanumeric() || c[i] == '_' || c[i] == '.')
+                    {
+                        i += 1;
+                    }
+                    continue;
+                }
+                if !ch.is_whitespace() {
+                    last_was_metric = false;
+                }
+                i += 1;
+            }
+        }
+        (sel, grouping)
+    }
+
+    fn all_strings<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match v {
+                        serde_json::Value::String(s) if k == key => out.push(s),
+                        _ => all_strings(v, key, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| all_strings(v, key, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn promql_scanner_finds_selectors_and_grouping() {
+        let (s, g) = promql(
+            r#"sum by (reason) (rate(relay_x_total{instance=~"$i",verdict="drop"}[$__rate_interval])) / on(instance) relay_y * 8"#,
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].metric, "relay_x_total");
+        assert_eq!(
+            s[0].matchers[1],
+            ("verdict".into(), "=".into(), "drop".into())
+        );
+        assert_eq!(s[1].metric, "relay_y");
+        assert_eq!(g, ["reason", "instance"]);
+    }
+
+    /// Every metric the Grafana dashboard queries is one the daemon exports, with labels it
+    /// has and, for fast-path reasons and verdicts, values the XDP program counts.
+    #[test]
+    fn grafana_dashboard_queries_only_exported_metrics() {
+        use relay_common::stats::Reason;
+        use std::collections::{BTreeMap, BTreeSet};
+        let snapshot = Snapshot {
+            sessions: 1,
+            streams: 2,
+            fast_path: Reason::ALL
+                .iter()
+                .map(|r| (r.name(), r.verdict().name(), StatEntry::default()))
+                .collect(),
+            ng_requests: vec![
+                ("offer".into(), "ok".into(), 1),
+                ("offer".into(), "error".into(), 1),
+            ],
+            ice_checks: vec![("answered".into(), 1)],
+            ice_consent_lapsed: 0,
+            userspace_forwarded: 0,
+            state_write_errors: 0,
+        };
+        // name -> label -> values, as rendered.
+        let mut exported: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+        for line in render(&snapshot).lines().filter(|l| !l.starts_with('#')) {
+            let (name, rest) = line.split_at(line.find(['{', ' ']).unwrap());
+            let labels = exported.entry(name.to_owned()).or_default();
+            if let Some(inner) = rest.strip_prefix('{').and_then(|r| r.split_once('}')) {
+                for kv in inner.0.split(',') {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    labels
+                        .entry(k.into())
+                        .or_default()
+                        .insert(v.trim_matches('"').into());
+                }
+            }
+        }
+        // Labels Prometheus adds to every scraped series.
+        let target_labels = ["instance", "job"];
+
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../dist/grafana/xdp-relay.json")).unwrap();
+        let mut exprs = Vec::new();
+        all_strings(&dashboard, "expr", &mut exprs);
+        assert!(exprs.len() >= 10, "dashboard has {} queries", exprs.len());
+        let mut used = BTreeSet::new();
+        for expr in &exprs {
+            let (selectors, grouping) = promql(expr);
+            assert!(!selectors.is_empty(), "no metric in {expr}");
+            let mut labels_here: BTreeSet<&str> = target_labels.into();
+            for s in &selectors {
+                let Some(labels) = exported.get(&s.metric) else {
+                    panic!("{expr}: the daemon exports no metric {:?}", s.metric);
+                };
+                used.insert(s.metric.clone());
+                labels_here.extend(labels.keys().map(String::as_str));
+                for (label, op, value) in &s.matchers {
+                    if target_labels.contains(&label.as_str()) {
+                        continue;
+                    }
+                    let Some(values) = labels.get(label) else {
+                        panic!("{expr}: {} has no label {label}", s.metric);
+                    };
+                    if matches!(label.as_str(), "reason" | "verdict") {
+                        let wanted: Vec<&str> = if op.contains('~') {
+                            value.split('|').collect()
+                        } else {
+                            vec![value]
+                        };
+                        for w in wanted {
+                            assert!(values.contains(w), "{expr}: {label}={w:?} never exported");
+                        }
+                    }
+                }
+            }
+            for g in &grouping {
+                assert!(
+                    labels_here.contains(g.as_str()),
+                    "{expr}: grouping by unknown label {g}"
+                );
+            }
+        }
+        // Template variables query metrics too: label_values(METRIC, LABEL).
+        let mut queries = Vec::new();
+        all_strings(&dashboard["templating"], "query", &mut queries);
+        for q in queries
+            .iter()
+            .filter_map(|q| q.strip_prefix("label_values("))
+        {
+            let (metric, label) = q.trim_end_matches(')').split_once(',').unwrap();
+            assert!(
+                exported.contains_key(metric.trim()),
+                "template: no metric {metric}"
+            );
+            assert!(
+                target_labels.contains(&label.trim()),
+                "template label {label}"
+            );
+        }
+        // What the dashboard is for: calls, streams, fast path vs daemon, drops, NG, ICE.
+        for m in [
+            "relay_sessions",
+            "relay_streams",
+            "relay_fastpath_packets_total",
+            "relay_userspace_forwarded_packets_total",
+            "relay_ng_requests_total",
+            "relay_ice_checks_total",
+        ] {
+            assert!(used.contains(m), "the dashboard does not show {m}");
+        }
+    }
 }

@@ -8,6 +8,7 @@ pub mod frames;
 pub mod ice;
 pub mod netns;
 pub mod rtpengine;
+pub mod service;
 pub mod topology;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,6 +1,7 @@
 //! `cargo xtask <cmd>`: set-up of the eBPF toolchain, the demo, the whole test suite.
 //! Every command runs the set-up checks first, so a fresh machine needs no other step.
 
+mod package;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -30,6 +31,12 @@ enum Cmd {
         /// Shorter trials and fewer search steps: a smoke run with rougher numbers.
         #[arg(long)]
         quick: bool,
+    },
+    /// Build the Debian package target/debian/xdp-relay_VERSION_amd64.deb (dpkg-deb, release build).
+    Package {
+        /// Package version [default: the workspace version].
+        #[arg(long)]
+        version: Option<String>,
     },
     /// Run every check and test: fmt, clippy (host and eBPF), unit, kernel, end-to-end, fuzz.
     Test {
@@ -80,6 +87,10 @@ fn run() -> Result<()> {
             )
         }
         Cmd::Test { fuzz_seconds } => test(&env, fuzz_seconds),
+        Cmd::Package { version } => {
+            setup::ensure_package_tools()?;
+            package::build(&env, version.as_deref()).map(|_| ())
+        }
         Cmd::Bench { peers, quick } => {
             require_root("the bench creates network namespaces and loads XDP")?;
             setup::ensure_bench(peers)?;
@@ -168,8 +179,18 @@ fn test(env: &setup::Env, fuzz_seconds: u32) -> Result<()> {
     )?;
     step("build binaries (end-to-end tests run relay-ctl as a process)");
     cargo(env, &["build", "--workspace", "--bins"])?;
-    step("tests (unit, kernel, end-to-end)");
-    cargo(env, &["test", "--workspace", "--no-fail-fast"])?;
+    step("Debian packages (this version and a later one, for the install and upgrade test)");
+    setup::ensure_package_tools()?;
+    let version = package::workspace_version()?;
+    let deb = package::build(env, Some(&version))?;
+    let upgrade = package::build(env, Some(&format!("{version}+upgrade1")))?;
+    step("tests (unit, kernel, end-to-end, package install)");
+    let mut cmd = Command::new("cargo");
+    cmd.envs(env.vars())
+        .env("XDP_RELAY_DEB", std::fs::canonicalize(&deb)?)
+        .env("XDP_RELAY_DEB_UPGRADE", std::fs::canonicalize(&upgrade)?)
+        .args(["test", "--workspace", "--no-fail-fast"]);
+    status(&mut cmd)?;
     step("fuzz targets (bounded)");
     for target in fuzz_targets()? {
         let secs = format!("-max_total_time={fuzz_seconds}");

@@ -139,6 +139,38 @@ pub fn ensure_bench(peers: bool) -> Result<()> {
     Ok(())
 }
 
+/// What `cargo xtask package` and the install test use: dpkg-deb (dpkg), strip (binutils),
+/// gzip, useradd (passwd, for the package's postinst), setpriv (util-linux), script (bsdutils,
+/// the pseudo-terminal of the `relay-ctl top` test) and systemd-analyze (systemd; installed
+/// without being started: PID 1 stays what it is).
+pub fn ensure_package_tools() -> Result<()> {
+    let want = [
+        "dpkg",
+        "binutils",
+        "gzip",
+        "passwd",
+        "util-linux",
+        "bsdutils",
+        "systemd",
+    ];
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|p| !deb_installed(p))
+        .map(|p| p.to_string())
+        .collect();
+    if missing.is_empty() {
+        report("packaging tools", "present");
+    } else {
+        let _policy = PolicyGuard::install()?;
+        apt_install(&missing)?;
+        report(
+            "packaging tools",
+            &format!("installed {}", missing.join(" ")),
+        );
+    }
+    Ok(())
+}
+
 /// Debian package of the reference NG implementation the equivalence tests run next to ours.
 const PEER_PACKAGE: &str = "rtpengine-daemon";
 /// Where Debian's invoke-rc.d looks for a policy; exit code 101 means "do not start services".

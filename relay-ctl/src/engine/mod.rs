@@ -434,6 +434,13 @@ impl Engine {
         }
     }
 
+    /// A reload's new timeouts (media, silent, final); they apply from the next sweep.
+    pub fn set_timeouts(&mut self, cfg: &Config) {
+        self.cfg.media_timeout = cfg.media_timeout;
+        self.cfg.silent_timeout = cfg.silent_timeout;
+        self.cfg.final_timeout = cfg.final_timeout;
+    }
+
     pub fn shutdown(&mut self) {
         self.flush_state();
         tracing::info!(

@@ -159,6 +159,8 @@ impl Harness {
             metrics_listen: None,
             pin_dir: dir.join("pins"),
             state_file: dir.join("sessions.json"),
+            log_level: None,
+            detach: false,
         };
         let table = Rc::new(RefCell::new(TableState::default()));
         let sockets = Rc::new(RefCell::new(SocketState::default()));
