@@ -36,6 +36,8 @@ pub enum ConfigError {
         "max-streams = {0}: expected 1024 to 16777216 (one per relay endpoint: RTP and RTCP of each leg)"
     )]
     MaxStreams(u32),
+    #[error(transparent)]
+    Datapath(#[from] crate::datapath::DatapathError),
     #[error("{key} = {value:?}: expected one of {allowed}")]
     Choice {
         key: &'static str,
@@ -75,8 +77,10 @@ pub fn parse_interface(spec: &str) -> Result<LogicalInterface, ConfigError> {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub interfaces: Vec<LogicalInterface>,
-    /// Network devices the XDP program is attached to.
+    /// Network devices the fast path is attached to, as given: `DEV` or `DEV:MODE`.
     pub xdp_devices: Vec<String>,
+    /// The datapath of devices given without `:MODE` (`--datapath`).
+    pub datapath: crate::datapath::Choice,
     pub port_min: u16,
     pub port_max: u16,
     /// No media in either direction for this long: the call is deleted (rtpengine's `timeout`).
@@ -114,6 +118,7 @@ pub struct FileConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub pin_dir: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
+    pub datapath: Option<String>,
 }
 
 impl FileConfig {
@@ -178,9 +183,23 @@ impl FileConfig {
             &["auto", "symmetric", "strict"],
             "auto, symmetric, strict",
         )?;
+        let datapath = flags
+            .datapath
+            .or(self.datapath)
+            .unwrap_or_else(|| "auto".into());
+        let datapath = datapath.parse().map_err(|()| ConfigError::Choice {
+            key: "datapath",
+            value: datapath.clone(),
+            allowed: crate::datapath::Choice::ALLOWED,
+        })?;
+        let xdp_devices = flags.interface.or(self.interface).unwrap_or_default();
+        for spec in &xdp_devices {
+            crate::datapath::parse_spec(spec, datapath)?;
+        }
         Ok(Config {
             interfaces,
-            xdp_devices: flags.interface.or(self.interface).unwrap_or_default(),
+            xdp_devices,
+            datapath,
             port_min,
             port_max,
             media_timeout: Duration::from_secs(flags.timeout.or(self.timeout).unwrap_or(60)),
@@ -308,6 +327,20 @@ mod tests {
         f.ice = Some("sometimes".into());
         let e = FileConfig::default().merge(f).unwrap_err().to_string();
         assert!(e.contains("ice = \"sometimes\""), "{e}");
+        let mut f = flags(&["192.0.2.1"]);
+        f.datapath = Some("ebpf".into());
+        let e = FileConfig::default().merge(f).unwrap_err().to_string();
+        assert!(
+            e.contains("datapath = \"ebpf\"") && e.contains("auto, xdp, tc"),
+            "{e}"
+        );
+        let c: FileConfig = toml::from_str("datapath = \"tc\"").unwrap();
+        let c = c.merge(flags(&["192.0.2.1"])).unwrap();
+        assert_eq!(c.datapath, crate::datapath::Choice::Tc);
+        let mut f = flags(&["192.0.2.1"]);
+        f.interface = Some(vec!["eth1:fast".into()]);
+        let e = FileConfig::default().merge(f).unwrap_err().to_string();
+        assert!(e.contains("eth1:fast"), "{e}");
         let e = toml::from_str::<FileConfig>("port-mni = 3")
             .unwrap_err()
             .to_string();

@@ -76,7 +76,10 @@ pub async fn run(
             Some(reply) = mreq_rx.recv() => {
                 let _ = reply.send(metrics::render(&engine.metrics()));
             }
-            _ = tick.tick() => engine.handle_tick(std::time::Instant::now()),
+            _ = tick.tick() => {
+                crate::datapath::watch();
+                engine.handle_tick(std::time::Instant::now());
+            }
             Some(inbound) = in_rx.recv() => engine.handle_inbound(std::time::Instant::now(), inbound),
         }
     }

@@ -418,7 +418,9 @@ impl Engine {
             .meta
             .get(call_id)
             .map_or((0, 0), |m| (epoch(m.created), epoch(m.last_signal)));
-        obj(json!({"result": "ok", "created": created, "last signal": last_signal, "tags": tags}))
+        obj(
+            json!({"result": "ok", "created": created, "last signal": last_signal, "tags": tags, "datapath": crate::datapath::status_json()}),
+        )
     }
 
     fn statistics(&self) -> Map<String, Value> {
@@ -445,6 +447,7 @@ impl Engine {
                 "currentstatistics": {"sessionsown": self.meta.len(), "sessionstotal": self.sessions_total},
                 "userspace forwarded packets": self.userspace_forwarded,
                 "fastpath": fast_path,
+                "datapath": crate::datapath::status_json(),
             },
         }))
     }
@@ -859,6 +862,10 @@ impl Engine {
                 .map(|c| self.sessions.streams(c).len() as u64)
                 .sum(),
             fast_path,
+            datapaths: crate::datapath::status()
+                .into_iter()
+                .map(|r| (r.dev, r.hook.name(), !r.gone))
+                .collect(),
             ng_requests: self
                 .ng_counts
                 .iter()

@@ -4,14 +4,15 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use relay_common::config::RelayConfig;
+use relay_common::config::{FLAG_TX_VIA_REDIRECT, RelayConfig};
 use relay_ctl::{
     cli::{self, Common, MediaArgs},
     config::{Config, FileConfig},
     daemon,
+    datapath::{self, Choice},
     engine::Engine,
     persist::{self, Attached},
-    xdp,
+    xdp::{self, AttachMode},
 };
 
 #[derive(Parser)]
@@ -68,9 +69,14 @@ struct DaemonArgs {
     /// Logical interface NAME/ADDRESS[!ADVERTISED] (repeatable), as rtpengine's --interface.
     #[arg(long)]
     listen: Vec<String>,
-    /// Network device to attach the XDP program to (repeatable).
+    /// Network device to run the fast path on (repeatable): DEV, or DEV:MODE to override
+    /// --datapath for that device.
     #[arg(long = "interface", short = 'i')]
     interfaces: Vec<String>,
+    /// Fast-path hook: auto (native XDP on NICs, TC on veth and other virtual devices), xdp
+    /// or tc.
+    #[arg(long)]
+    datapath: Option<String>,
     #[arg(long)]
     port_min: Option<u16>,
     #[arg(long)]
@@ -161,6 +167,7 @@ fn daemon_config(args: &DaemonArgs) -> Result<Config> {
         metrics_listen: args.metrics_listen,
         pin_dir: args.pin_dir.clone(),
         state_file: args.state_file.clone(),
+        datapath: args.datapath.clone(),
     };
     Ok(file.merge(flags)?)
 }
@@ -168,11 +175,19 @@ fn daemon_config(args: &DaemonArgs) -> Result<Config> {
 fn run_daemon(args: DaemonArgs) -> Result<()> {
     // Everything is validated before anything is loaded, bound or attached.
     let cfg = daemon_config(&args)?;
+    // Devices are probed and each one's hook decided before anything is loaded or attached.
+    let plan = datapath::plan(&cfg.xdp_devices, cfg.datapath)?;
     xdp::ensure_bpffs(&cfg.pin_dir)?;
+    // XDP_TX is never used where the device cannot deliver it (XDP on a virtual device).
+    let tx_via_redirect = plan.iter().any(|p| p.xdp && p.info.is_virtual);
     let rc = RelayConfig {
         port_min: cfg.port_min,
         port_max: cfg.port_max,
-        flags: 0,
+        flags: if tx_via_redirect {
+            FLAG_TX_VIA_REDIRECT
+        } else {
+            0
+        },
     };
     let mut relay =
         persist::load(&rc, &cfg.pin_dir, cfg.max_streams).context("loading the XDP program")?;
@@ -184,18 +199,11 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
             "the pinned stream table keeps the size it was created with; --detach and restart to resize it"
         );
     }
-    for dev in &cfg.xdp_devices {
-        let how = persist::attach(&mut relay, dev, &cfg.pin_dir)
-            .with_context(|| format!("attaching to {dev}"))?;
-        match how {
-            Attached::New(mode) => tracing::info!(%dev, ?mode, "XDP program attached"),
-            Attached::Replaced => tracing::info!(%dev, "XDP program replaced in the pinned link"),
-            Attached::Unpinned(mode) => {
-                tracing::info!(%dev, ?mode, "XDP program attached (not pinned)")
-            }
-        }
+    for p in &plan {
+        attach_planned(&mut relay, p, &cfg.pin_dir)?;
     }
-    for dev in &cfg.xdp_devices {
+    for p in &plan {
+        let dev = &p.info.name;
         let ifindex = xdp::ifindex(dev).with_context(|| format!("no device {dev}"))?;
         relay
             .add_egress(ifindex)
@@ -225,6 +233,58 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
     result
 }
 
+/// Attaches one device's hook as planned. `auto` on a NIC whose driver refuses native XDP moves
+/// to TC (never to generic XDP, which loses the skb's checksum state for no gain).
+fn attach_planned(
+    relay: &mut xdp::Relay,
+    p: &datapath::Planned,
+    pin_dir: &std::path::Path,
+) -> Result<()> {
+    let dev = &p.info.name;
+    let tc = |relay: &mut xdp::Relay| {
+        persist::attach_tc(relay, dev, pin_dir).with_context(|| {
+            format!("attaching TC to {dev} (the fast path on virtual devices; use --interface {dev}:xdp to try XDP)")
+        })
+    };
+    let (how, hook) = if p.xdp {
+        match persist::attach_xdp(relay, dev, pin_dir, p.choice == Choice::Xdp) {
+            Ok(
+                how
+                @ (Attached::New(AttachMode::Generic) | Attached::Unpinned(AttachMode::Generic)),
+            ) => (how, datapath::Hook::XdpGeneric),
+            Ok(how) => (how, datapath::Hook::XdpNative),
+            Err(e) if p.choice == Choice::Auto => {
+                tracing::warn!(%dev, driver = %p.info.driver, error = %e, "native XDP refused (a VM's virtio-net needs as many queues as CPUs for XDP: ethtool -L DEV combined N); running TC on this device");
+                (tc(relay)?, datapath::Hook::Tc)
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("attaching XDP to {dev} (use --interface {dev}:tc for the TC datapath)")
+                });
+            }
+        }
+    } else {
+        (tc(relay)?, datapath::Hook::Tc)
+    };
+    match how {
+        Attached::Replaced => tracing::info!(%dev, "program replaced in the pinned link"),
+        Attached::Unpinned(_) => tracing::info!(%dev, "attached (not pinned)"),
+        Attached::New(_) => {}
+    }
+    datapath::record(
+        pin_dir,
+        datapath::Running {
+            dev: dev.clone(),
+            ifindex: p.info.ifindex,
+            driver: p.info.driver.clone(),
+            choice: p.choice,
+            hook,
+            gone: false,
+        },
+    );
+    Ok(())
+}
+
 fn stats(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
     let map = xdp::open_pinned_stats(pin_dir).with_context(|| {
         format!(
@@ -235,6 +295,21 @@ fn stats(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
     let totals = xdp::read_totals(&map)?;
     // The daemon may be down while the fast path keeps forwarding; its part is optional.
     let daemon = cli::statistics(c).ok();
+    // Which hook each device runs: the daemon says (with driver and state); without it, the
+    // pinned links' names do.
+    let datapaths = daemon
+        .as_ref()
+        .and_then(|d| d.get("statistics"))
+        .and_then(|s| s.get("datapath"))
+        .cloned()
+        .unwrap_or_else(|| {
+            serde_json::Value::Array(
+                persist::pinned_links(pin_dir)
+                    .into_iter()
+                    .map(|(dev, hook)| serde_json::json!({"device": dev, "datapath": hook, "state": "pinned"}))
+                    .collect(),
+            )
+        });
     if c.json {
         let rows: Vec<_> = totals
             .0
@@ -245,10 +320,24 @@ fn stats(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"fastpath": rows, "daemon": daemon}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"fastpath": rows, "datapath": datapaths, "daemon": daemon})
+            )?
         );
         return Ok(());
     }
+    println!("{:<16} {:<12} {:<12} STATE", "DEVICE", "DATAPATH", "DRIVER");
+    for d in datapaths.as_array().into_iter().flatten() {
+        let f = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_owned();
+        println!(
+            "{:<16} {:<12} {:<12} {}",
+            f("device"),
+            f("datapath"),
+            f("driver"),
+            f("state")
+        );
+    }
+    println!();
     println!(
         "{:<22} {:<9} {:>14} {:>16}",
         "REASON", "VERDICT", "PACKETS", "BYTES"
