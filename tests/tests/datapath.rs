@@ -130,7 +130,10 @@ fn datapath_is_reported_and_a_vanished_device_is_survived() {
     }
     let r = Relay::start_on(Wire::ContainerSplit, &["--metrics-listen=127.0.0.1:9104"]).unwrap();
     let t = &r.t;
-    r.assert_wire();
+    let st = r.ng(json!({"command": "statistics"}));
+    let paths = st["statistics"]["datapath"].as_array().unwrap();
+    assert_eq!(paths.len(), 3, "{st:#?}");
+    assert!(paths.iter().all(|d| d["datapath"] == "tc"), "{st:#?}");
     let metrics = http_get(&t.relay, "127.0.0.1:9104");
     for d in t.relay_devices() {
         let line = format!("relay_datapath{{device=\"{d}\",datapath=\"tc\"}} 1");
@@ -162,6 +165,7 @@ fn datapath_is_reported_and_a_vanished_device_is_survived() {
     assert_eq!(relay_a.ip().to_string(), RELAY_SERVICE);
     burst(&caller, relay_a, &callee, relay_b, 5, rtp(0));
     burst(&callee, relay_b, &caller, relay_a, 5, rtp(0));
+    r.assert_wire();
 
     t.relay.ip(&["link", "del", &t.attacker.relay_dev]).unwrap();
     let gone = (0..40).any(|_| {
