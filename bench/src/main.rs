@@ -19,7 +19,7 @@ use aya::{
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_common::{
-    bench::{FLOOR_DEVMAP, FLOOR_PROGRAM, SINK_PROGRAM},
+    bench::{FLOOR_DEVMAP, FLOOR_PROGRAM, PASS_PROGRAM, SINK_PROGRAM},
     config::{CONFIG_SYMBOL, RelayConfig},
     names,
     stream::{Endpoint, FLAG_SOURCE_ANY, Mismatch, StreamEntry, StreamKey},
@@ -29,7 +29,10 @@ use relay_ctl::xdp::{BENCH_OBJECT, Relay};
 use crate::{
     report::Results,
     topo::{GEN_ADDR, GEN_PORT, RELAY_OUT, SINK_ADDR, STREAM_ADDR_BASE, Topo},
-    traffic::{Search, SearchSpec, Sink, gen_config, ns_per_packet, rtp_frame, search},
+    traffic::{
+        Search, SearchSpec, Sink, Spread, gen_config, ns_per_packet, ns_per_packet_tc, rtp_frame,
+        search,
+    },
 };
 
 #[derive(Parser)]
@@ -66,6 +69,7 @@ const LOOP_PORT: u16 = 40_000;
 const INSTALLED: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
 const OFFERED: [u32; 3] = [1, 1_000, 100_000];
 const XDP_REDIRECT: u32 = 4;
+const TC_ACT_REDIRECT: u32 = 7;
 
 fn main() -> ExitCode {
     match run() {
@@ -110,10 +114,20 @@ fn stream_key(i: u32) -> SocketAddr {
 }
 
 /// Runs a search `runs` times and keeps the one with the median zero-loss rate.
-fn median_search(runs: u32, mut f: impl FnMut() -> Result<Search>) -> Result<Search> {
+fn median_search(runs: u32, f: impl FnMut() -> Result<Search>) -> Result<Search> {
+    Ok(spread_search(runs, f)?.0)
+}
+
+/// Like [`median_search`], also giving the zero-loss range (pps) over the runs.
+fn spread_search(runs: u32, mut f: impl FnMut() -> Result<Search>) -> Result<(Search, Spread)> {
     let mut all = (0..runs.max(1)).map(|_| f()).collect::<Result<Vec<_>>>()?;
     all.sort_by(|a, b| a.zero_loss_pps.total_cmp(&b.zero_loss_pps));
-    Ok(all[all.len() / 2])
+    let spread = Spread {
+        median: all[all.len() / 2].zero_loss_pps,
+        min: all[0].zero_loss_pps,
+        max: all[all.len() - 1].zero_loss_pps,
+    };
+    Ok((all[all.len() / 2], spread))
 }
 
 fn cmd_out(cmd: &str, args: &[&str]) -> String {
@@ -166,7 +180,10 @@ fn run() -> Result<()> {
         Ok(obj)
     })??;
 
-    let searches = 1 + OFFERED.len() as u64 + u64::from(args.peers);
+    // The floor / XDP / TC comparison runs at least three searches each, so each figure has a
+    // median and a range even with --quick.
+    let cmp_runs = runs.max(3);
+    let searches = 1 + OFFERED.len() as u64 + u64::from(args.peers) + 2;
     let bar = ProgressBar::new(searches * u64::from(runs) * (1 + u64::from(steps)));
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} search steps  {msg}",
@@ -193,7 +210,7 @@ fn run() -> Result<()> {
         .override_global(CONFIG_SYMBOL, &relay_config, true)
         .load(BENCH_OBJECT)?;
     let (g1, s1, frame) = (t.g1.clone(), t.s1.clone(), loop_frame.clone());
-    let (floor_obj, floor_ns) = t.relay.run(move || -> Result<(aya::Ebpf, f64)> {
+    let (floor_obj, floor_ns) = t.relay.run(move || -> Result<(aya::Ebpf, Spread)> {
         let mut obj = floor_obj;
         let s1_index = relay_ctl::xdp::ifindex(&s1).context("s1")?;
         let g1_index = relay_ctl::xdp::ifindex(&g1).context("g1")?;
@@ -208,7 +225,8 @@ fn run() -> Result<()> {
         p.attach(&g1, XdpMode::Driver)?;
         Ok((obj, ns))
     })??;
-    let floor_rate = median_search(runs, || search(&t, &sink, live("floor", 1, 20), &bar))?;
+    let (floor_rate, floor_spread) =
+        spread_search(cmp_runs, || search(&t, &sink, live("floor", 1, 20), &bar))?;
     drop(floor_obj);
 
     // The relay with room for a million streams.
@@ -221,11 +239,11 @@ fn run() -> Result<()> {
     let relay = Relay::load_with(&mut loader, &relay_config)?;
     let g1 = t.g1.clone();
     let s1 = t.s1.clone();
-    let mut relay = t.relay.run(move || -> Result<Relay> {
+    let (mut relay, xdp_link) = t.relay.run(move || -> Result<_> {
         let mut relay = relay;
         relay.add_egress(relay_ctl::xdp::ifindex(&s1).context("s1")?)?;
-        relay.attach(&g1)?;
-        Ok(relay)
+        let (link, _) = relay.attach(&g1)?;
+        Ok((relay, link))
     })??;
     relay.insert_stream(
         StreamKey::from(sa(SINK_ADDR, LOOP_PORT)),
@@ -239,6 +257,8 @@ fn run() -> Result<()> {
     )?;
     let mut relay_ns = Vec::new();
     let mut relay_rate = Vec::new();
+    let mut xdp_ns1 = Spread::default();
+    let mut xdp_spread = Spread::default();
     let mut installed = 0u32;
     for n in INSTALLED {
         bar.set_message(format!("relay: installing {n} streams"));
@@ -257,14 +277,17 @@ fn run() -> Result<()> {
             installed += 1;
         }
         let (g1, frame) = (t.g1.clone(), loop_frame.clone());
-        let (r, ns) = t.relay.run(move || -> Result<(Relay, f64)> {
+        let (r, ns) = t.relay.run(move || -> Result<(Relay, Spread)> {
             let mut relay = relay;
             let g1_index = relay_ctl::xdp::ifindex(&g1).context("g1")?;
             let ns = ns_per_packet(relay.program()?, &frame, g1_index, XDP_REDIRECT)?;
             Ok((relay, ns))
         })??;
         relay = r;
-        relay_ns.push((n, ns));
+        if n == 1 {
+            xdp_ns1 = ns;
+        }
+        relay_ns.push((n, ns.median));
         if OFFERED.contains(&n) {
             if use_pktgen && n > PORTS_PER_ADDR {
                 notes.push(format!(
@@ -273,13 +296,45 @@ fn run() -> Result<()> {
                 bar.inc(u64::from(runs) * (1 + u64::from(steps)));
             } else {
                 let label = format!("relay, {n} streams");
-                let r = median_search(runs, || search(&t, &sink, live(&label, n, 20), &bar))?;
+                let r_runs = if n == 1 { cmp_runs } else { runs };
+                let (r, spread) =
+                    spread_search(r_runs, || search(&t, &sink, live(&label, n, 20), &bar))?;
+                if n == 1 {
+                    xdp_spread = spread;
+                }
                 relay_rate.push((n, r));
             }
         }
     }
     let verifier_insns = relay.program()?.info()?.verified_instruction_count();
+
+    // The same relay on the TC hook (what `--datapath auto` runs on veth): the XDP program
+    // leaves g1, a pass-through XDP program keeps the veth delivering what the generator's
+    // XDP_TX sends, and TC clsact ingress does the relaying; same maps, same streams.
+    bar.set_message("relay TC: attaching");
+    relay.program()?.detach(xdp_link)?;
+    let mut pass_obj = EbpfLoader::new().load(BENCH_OBJECT)?;
+    let (g1, frame) = (t.g1.clone(), loop_frame.clone());
+    let (r, pass_obj, tc_ns) = t.relay.run(move || -> Result<_> {
+        let mut relay = relay;
+        let g1_index = relay_ctl::xdp::ifindex(&g1).context("g1")?;
+        let p: &mut Xdp = pass_obj
+            .program_mut(PASS_PROGRAM)
+            .context("pass")?
+            .try_into()?;
+        p.load()?;
+        p.attach(&g1, XdpMode::Driver)?;
+        relay.attach_tc(&g1)?;
+        let ns = ns_per_packet_tc(relay.tc_program()?, &frame, g1_index, TC_ACT_REDIRECT)?;
+        Ok((relay, pass_obj, ns))
+    })??;
+    relay = r;
+    let (tc_rate, tc_spread) = spread_search(cmp_runs, || {
+        search(&t, &sink, live("relay TC, 1 stream", 1, 20), &bar)
+    })?;
+    let tc_insns = relay.tc_program()?.info()?.verified_instruction_count();
     drop(relay);
+    drop(pass_obj);
 
     let calls = if args.quick { 200 } else { 1000 };
     let (mut rtpengine_rate, mut ng_rtpengine) = (None, None);
@@ -335,8 +390,18 @@ fn run() -> Result<()> {
         machine: format!("{}, {} CPUs", cpu_model(), topo::cpus()),
         kernel: cmd_out("uname", &["-r"]),
         verifier_insns,
-        floor_ns,
+        floor_ns: floor_ns.median,
         relay_ns,
+        hooks: report::Hooks {
+            floor_ns,
+            xdp_ns: xdp_ns1,
+            tc_ns,
+            floor_rate: floor_spread,
+            xdp_rate: xdp_spread,
+            tc_rate: tc_spread,
+            tc_unthrottled: tc_rate.unthrottled,
+            tc_insns,
+        },
         floor_rate,
         relay_rate,
         rtpengine_rate,

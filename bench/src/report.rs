@@ -8,7 +8,20 @@ use plotters::{
     style::{FontStyle, register_font},
 };
 
-use crate::traffic::Search;
+use crate::traffic::{Search, Spread};
+
+/// The floor, XDP and TC side by side, same run: (median, min, max) each.
+pub struct Hooks {
+    pub floor_ns: Spread,
+    pub xdp_ns: Spread,
+    pub tc_ns: Spread,
+    /// Zero-loss pps over the searches.
+    pub floor_rate: Spread,
+    pub xdp_rate: Spread,
+    pub tc_rate: Spread,
+    pub tc_unthrottled: crate::traffic::Trial,
+    pub tc_insns: Option<u32>,
+}
 
 pub struct Results {
     pub generator: String,
@@ -16,6 +29,7 @@ pub struct Results {
     pub machine: String,
     pub kernel: String,
     pub verifier_insns: Option<u32>,
+    pub hooks: Hooks,
     pub floor_ns: f64,
     /// (installed streams, ns/packet)
     pub relay_ns: Vec<(u32, f64)>,
@@ -163,10 +177,44 @@ impl Results {
                 verdict(x <= 1.2)
             );
         }
+        let h = &self.hooks;
+        let _ = writeln!(
+            s,
+            "\n### XDP and TC hooks, same run\n\nThe same relay program on its two hooks (TC is what \
+             `--datapath auto` runs on veth and other virtual devices), next to the floor. Median \
+             (min-max): ns/packet over five BPF_PROG_TEST_RUN repeat runs; zero-loss Mpps over the \
+             searches (1 stream). For TC the relay's veth runs a pass-through XDP program so that \
+             it delivers what the generator's XDP_TX sends (a veth schedules NAPI only then).\n"
+        );
+        let _ = writeln!(s, "| measure | floor (XDP) | relay XDP | relay TC |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        let ns = |x: &Spread| format!("{:.1} ({:.1}-{:.1})", x.median, x.min, x.max);
+        let pps = |x: &Spread| format!("{} ({}-{})", mpps(x.median), mpps(x.min), mpps(x.max));
+        let _ = writeln!(
+            s,
+            "| ns/packet, 1 stream | {} | {} | {} |",
+            ns(&h.floor_ns),
+            ns(&h.xdp_ns),
+            ns(&h.tc_ns)
+        );
+        let _ = writeln!(
+            s,
+            "| zero-loss Mpps, 1 stream | {} | {} | {} |",
+            pps(&h.floor_rate),
+            pps(&h.xdp_rate),
+            pps(&h.tc_rate)
+        );
+        let _ = writeln!(
+            s,
+            "| TC unthrottled Mpps (loss) | | | {} ({:.2}%) |",
+            mpps(h.tc_unthrottled.rate()),
+            h.tc_unthrottled.loss() * 100.0
+        );
         if let Some(n) = self.verifier_insns {
             let _ = writeln!(
                 s,
-                "\nVerifier: {n} instructions processed for the relay program."
+                "\nVerifier: {n} instructions processed for the relay program (XDP), {} for TC.",
+                h.tc_insns.map_or("?".into(), |n| n.to_string())
             );
         }
         for n in &self.notes {

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     EbpfLoader,
     maps::{Array, MapData, PerCpuArray, PerCpuValues},
-    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
     util::nr_cpus,
 };
 use etherparse::PacketBuilder;
@@ -436,8 +436,47 @@ pub fn bisect(
 
 /// Median ns/packet of `prog` under BPF_PROG_TEST_RUN with `repeat` (5 runs after a warm-up), checking the
 /// verdict each time. Must run on a thread inside the relay's namespace (FIB, ingress device).
-pub fn ns_per_packet(prog: &mut Xdp, frame: &[u8], ingress: u32, want: u32) -> Result<f64> {
-    let ctx = xdp_md(frame.len(), ingress);
+/// ns/packet of `repeat` runs: the median of five runs (after one warm-up) and their range.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(mut runs: Vec<f64>) -> Spread {
+        runs.sort_by(f64::total_cmp);
+        Spread {
+            median: runs[runs.len() / 2],
+            min: runs[0],
+            max: runs[runs.len() - 1],
+        }
+    }
+}
+
+/// BPF_PROG_TEST_RUN with `repeat` of an XDP program; `want` is the expected XDP action.
+pub fn ns_per_packet(prog: &mut Xdp, frame: &[u8], ingress: u32, want: u32) -> Result<Spread> {
+    repeat_runs(prog, frame, &xdp_md(frame.len(), ingress), want)
+}
+
+/// The same for a TC program: the context is an `__sk_buff` naming the device (`ifindex`).
+pub fn ns_per_packet_tc(
+    prog: &mut aya::programs::SchedClassifier,
+    frame: &[u8],
+    ifindex: u32,
+    want: u32,
+) -> Result<Spread> {
+    let mut ctx = vec![0u8; 192];
+    ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    repeat_runs(prog, frame, &ctx, want)
+}
+
+fn repeat_runs<P>(prog: &mut P, frame: &[u8], ctx: &[u8], want: u32) -> Result<Spread>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
     let mut runs = Vec::new();
     // The first run warms caches and the map; it is not counted.
     for i in 0..6 {
@@ -445,7 +484,7 @@ pub fn ns_per_packet(prog: &mut Xdp, frame: &[u8], ingress: u32, want: u32) -> R
         let r = prog.test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
+            ctx_in: Some(ctx),
             repeat: 200_000,
             ..TestRunOptions::default()
         })?;
@@ -456,6 +495,5 @@ pub fn ns_per_packet(prog: &mut Xdp, frame: &[u8], ingress: u32, want: u32) -> R
             runs.push(r.duration.as_nanos() as f64);
         }
     }
-    runs.sort_by(f64::total_cmp);
-    Ok(runs[2])
+    Ok(Spread::of(runs))
 }

@@ -27,6 +27,9 @@ pub const FLOOR_DEVMAP: &str = "FLOOR_DEVMAP";
 pub const GEN_PROGRAM: &str = "gen";
 pub const FLOOR_PROGRAM: &str = "floor";
 pub const SINK_PROGRAM: &str = "sink";
+/// Passes every frame: on the relay's veth it makes the kernel run NAPI for frames the
+/// generator's XDP_TX queued, so the TC hook under test sees them.
+pub const PASS_PROGRAM: &str = "pass";
 
 /// Bytes of the frame the generator rewrites each time: Ethernet, IPv4 without options, UDP
 /// and the 12-byte RTP header. The payload after it is never touched.

@@ -12,9 +12,14 @@ pub struct RelayConfig {
     pub port_min: u16,
     /// Last relay UDP port (inclusive, host byte order).
     pub port_max: u16,
-    /// Reserved for flags; zero.
+    /// `FLAG_*` bits.
     pub flags: u32,
 }
+
+/// `RelayConfig::flags`: never XDP_TX; send out of the ingress device through the devmap
+/// instead. Set when XDP runs on a virtual device (veth), where XDP_TX is only delivered if the
+/// peer runs an XDP program, while a redirect flushes the peer itself.
+pub const FLAG_TX_VIA_REDIRECT: u32 = 1;
 
 impl RelayConfig {
     /// No relay ports: everything is passed to the stack.
@@ -23,6 +28,10 @@ impl RelayConfig {
         port_max: 0,
         flags: 0,
     };
+
+    pub const fn tx_via_redirect(&self) -> bool {
+        self.flags & FLAG_TX_VIA_REDIRECT != 0
+    }
 
     pub const fn is_relay_port(&self, port: u16) -> bool {
         port >= self.port_min && port <= self.port_max

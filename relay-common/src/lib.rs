@@ -11,7 +11,10 @@ pub mod stream;
 
 /// Names of the maps and program in the object file, used by the loader and the tests.
 pub mod names {
+    /// The XDP entry point.
     pub const PROGRAM: &str = "relay";
+    /// The TC (clsact ingress) entry point.
+    pub const TC_PROGRAM: &str = "relay_tc";
     pub const STATS_MAP: &str = "RELAY_STATS";
     pub const STREAMS_MAP: &str = "RELAY_STREAMS";
     pub const STREAM_COUNTERS_MAP: &str = "RELAY_STREAM_COUNTERS";

@@ -34,9 +34,10 @@ pub enum Reason {
     /// No route or no neighbour for the rewritten destination: the daemon forwards it.
     PassFibMiss = 13,
     /// The entry cannot be translated here (its rewrite mixes families, or the frame has no
-    /// headroom for the larger header): the daemon forwards it.
+    /// headroom for the larger header: a driver without bpf_xdp_adjust_head; on TC, an IPv4
+    /// header with options or VLAN tags left in the frame): the daemon forwards it.
     PassFamilyChange = 14,
-    /// Forwarded out of the interface it came in on.
+    /// Forwarded out of the interface it came in on (XDP_TX, or on TC a redirect to it).
     TxForward = 15,
     /// Forwarded out of another interface through the devmap.
     RedirectForward = 16,
@@ -98,7 +99,8 @@ impl Reason {
         }
     }
 
-    /// The XDP action this reason ends in.
+    /// The XDP action this reason ends in (on TC: pass = TC_ACT_OK, drop = TC_ACT_SHOT,
+    /// tx and redirect = TC_ACT_REDIRECT after bpf_redirect).
     pub const fn verdict(self) -> Verdict {
         match self {
             Reason::PassNotIp

@@ -379,6 +379,22 @@ pub fn query_table(call_id: &str, reply: &Map<String, Value>) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    // Which hook the fast path runs on each device (the streams' packets above are counted
+    // by whichever one their frames crossed).
+    let paths: Vec<String> = reply
+        .get("datapath")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let state = s(d.get("state"));
+            let gone = if state == "gone" { " (gone)" } else { "" };
+            format!("{} {}{gone}", s(d.get("device")), s(d.get("datapath")))
+        })
+        .collect();
+    if !paths.is_empty() {
+        out.push_str(&format!("datapath: {}\n", paths.join(", ")));
+    }
     out
 }
 

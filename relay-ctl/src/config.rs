@@ -54,6 +54,8 @@ pub enum ConfigError {
         "max-streams = {0}: expected 1024 to 16777216 (one per relay endpoint: RTP and RTCP of each leg)"
     )]
     MaxStreams(u32),
+    #[error(transparent)]
+    Datapath(#[from] crate::datapath::DatapathError),
     #[error("{key} = {value:?}: expected one of {allowed}")]
     Choice {
         key: &'static str,
@@ -128,8 +130,10 @@ pub fn parse_interface(spec: &str) -> Result<LogicalInterface, ConfigError> {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub interfaces: Vec<LogicalInterface>,
-    /// Network devices the XDP program is attached to.
+    /// Network devices the fast path is attached to, as given: `DEV` or `DEV:MODE`.
     pub xdp_devices: Vec<String>,
+    /// The datapath of devices given without `:MODE` (`--datapath`).
+    pub datapath: crate::datapath::Choice,
     pub port_min: u16,
     pub port_max: u16,
     /// No media in either direction for this long: the call is deleted (rtpengine's `timeout`).
@@ -173,6 +177,7 @@ pub struct FileConfig {
     pub state_file: Option<PathBuf>,
     pub log_level: Option<String>,
     pub detach: Option<bool>,
+    pub datapath: Option<String>,
 }
 
 /// Reads `path` (when given), overlays `flags` (set values win) and validates the result. An
@@ -216,9 +221,10 @@ fn devices_exist(c: Config) -> Result<Config, ConfigError> {
     match c
         .xdp_devices
         .iter()
+        .map(|spec| spec.split_once(':').map_or(spec.as_str(), |(dev, _)| dev))
         .find(|d| crate::xdp::ifindex(d).is_none())
     {
-        Some(d) => Err(ConfigError::NoDevice(d.clone())),
+        Some(d) => Err(ConfigError::NoDevice(d.to_owned())),
         None => Ok(c),
     }
 }
@@ -371,9 +377,23 @@ impl FileConfig {
                 why: e.to_string(),
             });
         }
+        let datapath = flags
+            .datapath
+            .or(self.datapath)
+            .unwrap_or_else(|| "auto".into());
+        let datapath = datapath.parse().map_err(|()| ConfigError::Choice {
+            key: "datapath",
+            value: datapath.clone(),
+            allowed: crate::datapath::Choice::ALLOWED,
+        })?;
+        let xdp_devices = flags.interface.or(self.interface).unwrap_or_default();
+        for spec in &xdp_devices {
+            crate::datapath::parse_spec(spec, datapath)?;
+        }
         Ok(Config {
             interfaces,
-            xdp_devices: flags.interface.or(self.interface).unwrap_or_default(),
+            xdp_devices,
+            datapath,
             port_min,
             port_max,
             media_timeout: Duration::from_secs(
@@ -563,6 +583,20 @@ mod tests {
         f.ice = Some("sometimes".into());
         let e = FileConfig::default().merge(f).unwrap_err().to_string();
         assert!(e.contains("ice = \"sometimes\""), "{e}");
+        let mut f = flags(&["192.0.2.1"]);
+        f.datapath = Some("ebpf".into());
+        let e = FileConfig::default().merge(f).unwrap_err().to_string();
+        assert!(
+            e.contains("datapath = \"ebpf\"") && e.contains("auto, xdp, tc"),
+            "{e}"
+        );
+        let c: FileConfig = toml::from_str("datapath = \"tc\"").unwrap();
+        let c = c.merge(flags(&["192.0.2.1"])).unwrap();
+        assert_eq!(c.datapath, crate::datapath::Choice::Tc);
+        let mut f = flags(&["192.0.2.1"]);
+        f.interface = Some(vec!["eth1:fast".into()]);
+        let e = FileConfig::default().merge(f).unwrap_err().to_string();
+        assert!(e.contains("eth1:fast"), "{e}");
         let e = toml::from_str::<FileConfig>("port-mni = 3")
             .unwrap_err()
             .to_string();

@@ -73,6 +73,7 @@ pub async fn run(
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut device_watch = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];
     loop {
         // The engine's earliest deadline: an agent's, a delayed delete, the media-timeout
@@ -122,6 +123,9 @@ pub async fn run(
                 engine.handle_inbound(now(), inbound);
                 engine.commit();
             }
+            // Devices that disappear are noticed within a second (their streams then go to the
+            // daemon); nothing else depends on this timer.
+            _ = device_watch.tick() => crate::datapath::watch(),
         }
     }
     notify(&[NotifyState::Stopping]);

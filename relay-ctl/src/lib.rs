@@ -4,6 +4,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod datapath;
 pub mod engine;
 pub mod fd_limit;
 pub mod host;

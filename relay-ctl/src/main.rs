@@ -4,15 +4,16 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::{CommandFactory as _, Parser, Subcommand};
-use relay_common::config::RelayConfig;
+use relay_common::config::{FLAG_TX_VIA_REDIRECT, RelayConfig};
 use relay_ctl::{
     cli::{self, Common, MediaArgs},
     config::{self, FileConfig},
     daemon,
+    datapath::{self, Choice},
     engine::Engine,
     host,
     pins::{self, Attached},
-    xdp,
+    xdp::{self, AttachMode},
 };
 use tracing_subscriber::{EnvFilter, prelude::*, reload};
 
@@ -139,9 +140,12 @@ struct DaemonArgs {
     /// Logical interface NAME/ADDRESS[!ADVERTISED] (repeatable), as rtpengine's --interface [default: none; at least one is required].
     #[arg(long, value_name = "SPEC")]
     listen: Vec<String>,
-    /// Network device to attach the XDP program to (repeatable) [default: none: media goes through the daemon].
-    #[arg(long = "interface", short = 'i', value_name = "DEV")]
+    /// Network device to run the fast path on (repeatable): DEV, or DEV:MODE to override --datapath for it [default: none: media goes through the daemon].
+    #[arg(long = "interface", short = 'i', value_name = "DEV[:MODE]")]
     interfaces: Vec<String>,
+    /// Fast-path hook: auto (native XDP on NICs, TC on veth and other virtual devices), xdp or tc [default: auto].
+    #[arg(long, value_name = "MODE")]
+    datapath: Option<String>,
     /// Lowest relay port, even [default: 30000].
     #[arg(long, value_name = "PORT")]
     port_min: Option<u16>,
@@ -206,6 +210,7 @@ impl DaemonArgs {
             state_file: self.state_file.clone(),
             log_level: self.log_level.clone(),
             detach: self.detach.then_some(true),
+            datapath: self.datapath.clone(),
         }
     }
 }
@@ -274,11 +279,19 @@ fn run_daemon(args: DaemonArgs, log: LogHandle) -> Result<()> {
     let flags = args.flags();
     let cfg = config::load(args.config.as_deref(), flags.clone())?;
     set_log_level(&log, cfg.log_level.as_deref())?;
+    // Devices are probed and each one's hook decided before anything is loaded or attached.
+    let plan = datapath::plan(&cfg.xdp_devices, cfg.datapath)?;
     xdp::ensure_bpffs(&cfg.pin_dir)?;
+    // XDP_TX is never used where the device cannot deliver it (XDP on a virtual device).
+    let tx_via_redirect = plan.iter().any(|p| p.xdp && p.info.is_virtual);
     let rc = RelayConfig {
         port_min: cfg.port_min,
         port_max: cfg.port_max,
-        flags: 0,
+        flags: if tx_via_redirect {
+            FLAG_TX_VIA_REDIRECT
+        } else {
+            0
+        },
     };
     let mut relay =
         pins::load(&rc, &cfg.pin_dir, cfg.max_streams).context("loading the XDP program")?;
@@ -290,18 +303,11 @@ fn run_daemon(args: DaemonArgs, log: LogHandle) -> Result<()> {
             "the pinned stream table keeps the size it was created with; --detach and restart to resize it"
         );
     }
-    for dev in &cfg.xdp_devices {
-        let how = pins::attach(&mut relay, dev, &cfg.pin_dir)
-            .with_context(|| format!("attaching to {dev}"))?;
-        match how {
-            Attached::New(mode) => tracing::info!(%dev, ?mode, "XDP program attached"),
-            Attached::Replaced => tracing::info!(%dev, "XDP program replaced in the pinned link"),
-            Attached::Unpinned(mode) => {
-                tracing::info!(%dev, ?mode, "XDP program attached (not pinned)")
-            }
-        }
+    for p in &plan {
+        attach_planned(&mut relay, p, &cfg.pin_dir)?;
     }
-    for dev in &cfg.xdp_devices {
+    for p in &plan {
+        let dev = &p.info.name;
         let ifindex = xdp::ifindex(dev).with_context(|| format!("no device {dev}"))?;
         relay
             .add_egress(ifindex)
@@ -456,6 +462,58 @@ fn config_man_page(daemon: &clap::Command) -> String {
     o
 }
 
+/// Attaches one device's hook as planned. `auto` on a NIC whose driver refuses native XDP moves
+/// to TC (never to generic XDP, which loses the skb's checksum state for no gain).
+fn attach_planned(
+    relay: &mut xdp::Relay,
+    p: &datapath::Planned,
+    pin_dir: &std::path::Path,
+) -> Result<()> {
+    let dev = &p.info.name;
+    let tc = |relay: &mut xdp::Relay| {
+        pins::attach_tc(relay, dev, pin_dir).with_context(|| {
+            format!("attaching TC to {dev} (the fast path on virtual devices; use --interface {dev}:xdp to try XDP)")
+        })
+    };
+    let (how, hook) = if p.xdp {
+        match pins::attach_xdp(relay, dev, pin_dir, p.choice == Choice::Xdp) {
+            Ok(
+                how
+                @ (Attached::New(AttachMode::Generic) | Attached::Unpinned(AttachMode::Generic)),
+            ) => (how, datapath::Hook::XdpGeneric),
+            Ok(how) => (how, datapath::Hook::XdpNative),
+            Err(e) if p.choice == Choice::Auto => {
+                tracing::warn!(%dev, driver = %p.info.driver, error = %e, "native XDP refused (a VM's virtio-net needs as many queues as CPUs for XDP: ethtool -L DEV combined N); running TC on this device");
+                (tc(relay)?, datapath::Hook::Tc)
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("attaching XDP to {dev} (use --interface {dev}:tc for the TC datapath)")
+                });
+            }
+        }
+    } else {
+        (tc(relay)?, datapath::Hook::Tc)
+    };
+    match how {
+        Attached::Replaced => tracing::info!(%dev, "program replaced in the pinned link"),
+        Attached::Unpinned(_) => tracing::info!(%dev, "attached (not pinned)"),
+        Attached::New(_) => {}
+    }
+    datapath::record(
+        pin_dir,
+        datapath::Running {
+            dev: dev.clone(),
+            ifindex: p.info.ifindex,
+            driver: p.info.driver.clone(),
+            choice: p.choice,
+            hook,
+            gone: false,
+        },
+    );
+    Ok(())
+}
+
 fn stats(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
     let map = xdp::open_pinned_stats(pin_dir).with_context(|| {
         format!(
@@ -466,6 +524,21 @@ fn stats(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
     let totals = xdp::read_totals(&map)?;
     // The daemon may be down while the fast path keeps forwarding; its part is optional.
     let daemon = cli::statistics(c).ok();
+    // Which hook each device runs: the daemon says (with driver and state); without it, the
+    // pinned links' names do.
+    let datapaths = daemon
+        .as_ref()
+        .and_then(|d| d.get("statistics"))
+        .and_then(|s| s.get("datapath"))
+        .cloned()
+        .unwrap_or_else(|| {
+            serde_json::Value::Array(
+                pins::pinned_links(pin_dir)
+                    .into_iter()
+                    .map(|(dev, hook)| serde_json::json!({"device": dev, "datapath": hook, "state": "pinned"}))
+                    .collect(),
+            )
+        });
     if c.json {
         let rows: Vec<_> = totals
             .0
@@ -476,10 +549,24 @@ fn stats(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"fastpath": rows, "daemon": daemon}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"fastpath": rows, "datapath": datapaths, "daemon": daemon})
+            )?
         );
         return Ok(());
     }
+    println!("{:<16} {:<12} {:<12} STATE", "DEVICE", "DATAPATH", "DRIVER");
+    for d in datapaths.as_array().into_iter().flatten() {
+        let f = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_owned();
+        println!(
+            "{:<16} {:<12} {:<12} {}",
+            f("device"),
+            f("datapath"),
+            f("driver"),
+            f("state")
+        );
+    }
+    println!();
     println!(
         "{:<22} {:<9} {:>14} {:>16}",
         "REASON", "VERDICT", "PACKETS", "BYTES"

@@ -13,6 +13,8 @@ pub struct Snapshot {
     pub streams: u64,
     /// (reason, verdict, totals) from the per-CPU verdict counters.
     pub fast_path: Vec<(&'static str, &'static str, StatEntry)>,
+    /// (device, datapath, up) per attached device.
+    pub datapaths: Vec<(String, &'static str, bool)>,
     /// (command, result, count) of NG requests.
     pub ng_requests: Vec<(String, String, u64)>,
     /// (outcome, count) of STUN Binding requests seen by the ICE-lite agents.
@@ -45,7 +47,19 @@ pub fn render(s: &Snapshot) -> String {
     );
     let _ = writeln!(
         o,
-        "# HELP relay_fastpath_packets_total Frames seen by the XDP program, by reason and verdict.\n# TYPE relay_fastpath_packets_total counter"
+        "# HELP relay_datapath The fast path's hook per device (xdp, xdp-generic, tc): 1 while the device is up, 0 once it disappeared.\n# TYPE relay_datapath gauge"
+    );
+    for (dev, hook, up) in &s.datapaths {
+        let _ = writeln!(
+            o,
+            "relay_datapath{{device=\"{}\",datapath=\"{hook}\"}} {}",
+            escape(dev),
+            u8::from(*up)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP relay_fastpath_packets_total Frames seen by the fast path (XDP and TC), by reason and verdict.\n# TYPE relay_fastpath_packets_total counter"
     );
     for (reason, verdict, e) in &s.fast_path {
         let _ = writeln!(
@@ -56,7 +70,7 @@ pub fn render(s: &Snapshot) -> String {
     }
     let _ = writeln!(
         o,
-        "# HELP relay_fastpath_bytes_total Bytes seen by the XDP program, by reason and verdict.\n# TYPE relay_fastpath_bytes_total counter"
+        "# HELP relay_fastpath_bytes_total Bytes seen by the fast path (XDP and TC), by reason and verdict.\n# TYPE relay_fastpath_bytes_total counter"
     );
     for (reason, verdict, e) in &s.fast_path {
         let _ = writeln!(
@@ -148,6 +162,7 @@ mod tests {
                     bytes: 2140,
                 },
             )],
+            datapaths: vec![("veth0".into(), "tc", true), ("eth1".into(), "xdp", false)],
             ng_requests: vec![("offer".into(), "ok".into(), 3)],
             ice_checks: vec![("success".into(), 5), ("unauthorized".into(), 1)],
             ice_consent_lapsed: 2,
@@ -165,6 +180,8 @@ mod tests {
             "relay_ice_consent_lapsed_total 2",
             "relay_userspace_forwarded_packets_total 7",
             "relay_state_write_errors_total 1",
+            "relay_datapath{device=\"veth0\",datapath=\"tc\"} 1",
+            "relay_datapath{device=\"eth1\",datapath=\"xdp\"} 0",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
@@ -388,6 +405,7 @@ mod tests {
         let snapshot = Snapshot {
             sessions: 1,
             streams: 2,
+            datapaths: vec![("veth0".into(), "tc", true)],
             fast_path: Reason::ALL
                 .iter()
                 .map(|r| (r.name(), r.verdict().name(), StatEntry::default()))

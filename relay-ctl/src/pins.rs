@@ -1,6 +1,7 @@
 //! Keeping the fast path alive across daemon restarts: maps are created pinned (or re-opened from
-//! their pins) and each XDP link is pinned, so the program stays attached and keeps forwarding
-//! while no daemon runs. A new daemon swaps its program into the pinned link atomically.
+//! their pins) and each link (XDP, or TCX for the TC program) is pinned, so the program stays
+//! attached and keeps forwarding while no daemon runs. A new daemon swaps its program into the
+//! pinned link atomically; a device that changes hook drops the old link first.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use aya::{
     EbpfLoader,
     programs::{
         links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
         xdp::XdpLink,
     },
 };
@@ -54,8 +56,50 @@ pub enum Attached {
     Unpinned(AttachMode),
 }
 
+/// Pin of a device's XDP link.
 fn link_path(pin_dir: &Path, iface: &str) -> PathBuf {
-    pin_dir.join(format!("link_{iface}"))
+    pin_dir.join(format!("{XDP_LINK_PREFIX}{iface}"))
+}
+
+/// Pin of a device's TC (TCX) link.
+fn tc_link_path(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("{TC_LINK_PREFIX}{iface}"))
+}
+
+pub const XDP_LINK_PREFIX: &str = "link_";
+pub const TC_LINK_PREFIX: &str = "tclink_";
+
+/// Devices and the hook their pinned link runs (`xdp` or `tc`), from the pin names: what
+/// `relay-ctl stats` shows when no daemon answers.
+pub fn pinned_links(pin_dir: &Path) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(pin_dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(dev) = name.strip_prefix(XDP_LINK_PREFIX) {
+            out.push((dev.to_owned(), "xdp"));
+        } else if let Some(dev) = name.strip_prefix(TC_LINK_PREFIX) {
+            out.push((dev.to_owned(), "tc"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Detaches and unpins the link pinned at `path`, if any.
+fn drop_pinned(path: &Path) -> Result<(), PinsError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let pinned = PinnedLink::from_pin(path).map_err(|source| PinsError::Link {
+        path: path.to_owned(),
+        source,
+    })?;
+    // Unpinning hands back the last fd; dropping it detaches the program.
+    drop(pinned.unpin().map_err(|source| PinsError::Io {
+        path: path.to_owned(),
+        source,
+    })?);
+    Ok(())
 }
 
 /// Loads the program with every persistent map re-opened from `pin_dir` when pinned there, or
@@ -76,8 +120,21 @@ pub fn load(config: &RelayConfig, pin_dir: &Path, max_streams: u32) -> Result<Re
     Ok(Relay::load_with(&mut loader, config)?)
 }
 
-/// Attaches to `iface`, taking over a link an earlier daemon pinned, or pinning a new one.
+/// Attaches XDP to `iface` (native, or generic as fallback), taking over a link an earlier
+/// daemon pinned, or pinning a new one.
 pub fn attach(relay: &mut Relay, iface: &str, pin_dir: &Path) -> Result<Attached, PinsError> {
+    attach_xdp(relay, iface, pin_dir, true)
+}
+
+/// Attaches XDP to `iface`; without `allow_generic` only native mode is tried (and its
+/// error returned, with nothing changed). A TC link an earlier daemon pinned for this device
+/// is dropped first.
+pub fn attach_xdp(
+    relay: &mut Relay,
+    iface: &str,
+    pin_dir: &Path,
+    allow_generic: bool,
+) -> Result<Attached, PinsError> {
     let path = link_path(pin_dir, iface);
     if path.exists() {
         let pinned = PinnedLink::from_pin(&path).map_err(|source| PinsError::Link {
@@ -91,7 +148,12 @@ pub fn attach(relay: &mut Relay, iface: &str, pin_dir: &Path) -> Result<Attached
         relay.program()?.attach_to_link(link)?;
         return Ok(Attached::Replaced);
     }
-    let (id, mode) = relay.attach(iface)?;
+    let (id, mode) = if allow_generic {
+        relay.attach(iface)?
+    } else {
+        (relay.attach_native(iface)?, AttachMode::Native)
+    };
+    drop_pinned(&tc_link_path(pin_dir, iface))?;
     let link = relay.program()?.take_link(id)?;
     match FdLink::try_from(link) {
         Ok(fd_link) => {
@@ -104,6 +166,42 @@ pub fn attach(relay: &mut Relay, iface: &str, pin_dir: &Path) -> Result<Attached
         Err(_) => {
             tracing::warn!(%iface, "XDP attached through netlink: it cannot be pinned and detaches when the daemon exits");
             Ok(Attached::Unpinned(mode))
+        }
+    }
+}
+
+/// Attaches the TC program to `iface`'s ingress, taking over a TCX link an earlier daemon
+/// pinned, or pinning a new one. An XDP link pinned for this device is dropped first (XDP runs
+/// before TC and would take the frames).
+pub fn attach_tc(relay: &mut Relay, iface: &str, pin_dir: &Path) -> Result<Attached, PinsError> {
+    let path = tc_link_path(pin_dir, iface);
+    drop_pinned(&link_path(pin_dir, iface))?;
+    if path.exists() {
+        let pinned = PinnedLink::from_pin(&path).map_err(|source| PinsError::Link {
+            path: path.clone(),
+            source,
+        })?;
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|source| {
+            PinsError::Link {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        relay.tc_program()?.attach_to_link(link)?;
+        return Ok(Attached::Replaced);
+    }
+    let id = relay.attach_tc(iface)?;
+    let link = relay.tc_program()?.take_link(id)?;
+    match FdLink::try_from(link) {
+        Ok(fd_link) => {
+            fd_link
+                .pin(&path)
+                .map_err(|source| PinsError::Pin { path, source })?;
+            Ok(Attached::New(AttachMode::Tc))
+        }
+        Err(_) => {
+            tracing::warn!(%iface, "TC attached through netlink (no TCX on this kernel): it cannot be pinned and detaches when the daemon exits");
+            Ok(Attached::Unpinned(AttachMode::Tc))
         }
     }
 }
@@ -122,18 +220,9 @@ pub fn detach_all(pin_dir: &Path) -> Result<(), PinsError> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_link = entry.file_name().to_string_lossy().starts_with("link_");
-        if is_link {
-            let pinned = PinnedLink::from_pin(&path).map_err(|source| PinsError::Link {
-                path: path.clone(),
-                source,
-            })?;
-            // Unpinning hands back the last fd; dropping it detaches the program.
-            drop(
-                pinned
-                    .unpin()
-                    .map_err(|source| PinsError::Io { path, source })?,
-            );
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(XDP_LINK_PREFIX) || name.starts_with(TC_LINK_PREFIX) {
+            drop_pinned(&path)?;
         } else {
             std::fs::remove_file(&path).map_err(|source| PinsError::Io { path, source })?;
         }

@@ -1,11 +1,13 @@
-//! Loading, attaching and reading the relay's XDP program.
+//! Loading, attaching and reading the relay's programs (XDP, and its TC twin for virtual devices).
 
 use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId,
+    },
 };
 use relay_common::{
     config::{CONFIG_SYMBOL, RelayConfig},
@@ -55,6 +57,11 @@ pub enum XdpError {
         "{0} is not on a bpffs: mount one (`mount -t bpf bpf DIR`) or use a path under /sys/fs/bpf"
     )]
     NotBpffs(PathBuf),
+    #[error("attaching TC (clsact ingress) to {iface} failed: {source}")]
+    AttachTc {
+        iface: String,
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error(
         "attaching to {iface} failed in native and in generic mode: native: {native}; generic: {generic}"
     )]
@@ -65,11 +72,13 @@ pub enum XdpError {
     },
 }
 
-/// Which XDP mode an attach ended up in.
+/// Which hook (and XDP mode) an attach ended up in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     Native,
     Generic,
+    /// TC clsact ingress (TCX link where the kernel has it).
+    Tc,
 }
 
 /// A loaded (not yet attached) relay program.
@@ -98,6 +107,40 @@ impl Relay {
 
     pub fn program(&mut self) -> Result<&mut Xdp, XdpError> {
         program_mut(&mut self.ebpf)
+    }
+
+    /// The TC entry point, loaded (verified) on first use: a daemon with only NICs never
+    /// loads it.
+    pub fn tc_program(&mut self) -> Result<&mut SchedClassifier, XdpError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(names::TC_PROGRAM)
+            .ok_or(XdpError::MissingProgram(names::TC_PROGRAM))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        Ok(prog)
+    }
+
+    /// Attaches the TC program to `iface`'s ingress: a TCX link on kernels that have it (6.6+),
+    /// a clsact filter through netlink before.
+    pub fn attach_tc(&mut self, iface: &str) -> Result<SchedClassifierLinkId, XdpError> {
+        // Needed for the netlink attach on older kernels; harmless (EEXIST) otherwise.
+        let _ = aya::programs::tc::qdisc_add_clsact(iface);
+        self.tc_program()?
+            .attach(iface, TcAttachType::Ingress)
+            .map_err(|e| XdpError::AttachTc {
+                iface: iface.to_owned(),
+                source: Box::new(e),
+            })
+    }
+
+    /// Attaches in native mode only (`--datapath auto` falls back to TC, not generic XDP).
+    pub fn attach_native(&mut self, iface: &str) -> Result<XdpLinkId, aya::programs::ProgramError> {
+        self.program()
+            .map_err(|_| aya::programs::ProgramError::NotLoaded)?
+            .attach(iface, XdpMode::Driver)
     }
 
     /// Attaches in native mode, falling back to generic (skb) mode.
@@ -338,6 +381,23 @@ impl crate::engine::FastPath for Relay {
 
     fn keys(&mut self) -> Result<Vec<StreamKey>, FastPathError> {
         Ok(self.streams()?.into_iter().map(|(k, _)| k).collect())
+    }
+}
+
+/// Takes `ifindex` out of the redirect table a daemon pinned under `pin_dir` (a device that
+/// went away); a missing entry is not an error.
+pub fn remove_pinned_egress(pin_dir: &Path, ifindex: u32) -> Result<(), XdpError> {
+    let data = MapData::from_pin(pin_dir.join(names::DEVMAP))?;
+    let mut dev: aya::maps::DevMapHash<MapData> =
+        aya::maps::DevMapHash::try_from(Map::DevMapHash(data))?;
+    match dev.remove(ifindex) {
+        Ok(()) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

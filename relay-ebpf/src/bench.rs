@@ -1,13 +1,17 @@
 //! The benchmark's programs, a separate object from the relay so production never loads them:
 //! `gen` (an in-kernel RTP generator driven by BPF_PROG_TEST_RUN live frames, the mechanism
 //! xdp-trafficgen uses), `floor` (the relay's parse and port check, then a redirect: no lookup,
-//! no rewrite) and `sink` (counts and drops what arrives).
+//! no rewrite), `sink` (counts and drops what arrives) and `pass` (lets a veth deliver to
+//! the TC program behind it).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 // Only part of the checksum helpers is needed here.
 #[allow(dead_code)]
 mod csum;
+// The floor runs on XDP only; the TC half of the hooks is the relay's.
+#[allow(dead_code)]
+mod hook;
 mod net;
 // Shared with the relay, which reads every field of a parsed flow; the floor needs fewer.
 #[allow(dead_code)]
@@ -169,6 +173,13 @@ pub fn floor(ctx: XdpContext) -> u32 {
         return XDP_PASS;
     }
     FLOOR_DEVMAP.redirect(0, 0).unwrap_or(XDP_PASS)
+}
+
+/// Passes everything: a veth runs NAPI (and so delivers frames a peer's XDP sent) only when
+/// it has an XDP program; this one lets the TC hook behind it be measured.
+#[xdp]
+pub fn pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
 }
 
 /// Counts and drops UDP; passes everything else (neighbour discovery keeps working).

@@ -1,7 +1,5 @@
 //! Wire headers and one bounds-checked accessor per header.
 
-use aya_ebpf::programs::XdpContext;
-
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_8021Q: u16 = 0x8100;
@@ -56,15 +54,4 @@ pub struct UdpHdr {
     pub check: u16,
 }
 
-/// Pointer to a `T` at byte `off` of the frame, or `Err` if it does not fit.
-/// The explicit compare against `data_end` is what the verifier needs to see.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    let len = core::mem::size_of::<T>();
-    if start + off + len > end {
-        return Err(());
-    }
-    Ok((start + off) as *mut T)
-}
+pub use crate::hook::ptr_at;

@@ -1,12 +1,14 @@
 //! Parsing shared by the relay and the bench's floor program: Ethernet, up to two VLAN tags,
 //! IPv4 (IHL honoured, fragments refused) or IPv6, UDP with its length checked.
 
-use aya_ebpf::programs::XdpContext;
 use relay_common::stats::Reason;
 
-use crate::net::{
-    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, IPPROTO_UDP, IPV6_NEXTHDR_FRAGMENT,
-    Ipv4Hdr, Ipv6Hdr, UdpHdr, VlanHdr, ptr_at,
+use crate::{
+    hook::Hook,
+    net::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, IPPROTO_UDP,
+        IPV6_NEXTHDR_FRAGMENT, Ipv4Hdr, Ipv6Hdr, UdpHdr, VlanHdr, ptr_at,
+    },
 };
 
 /// Where the headers of a frame are, once parsed.
@@ -17,7 +19,7 @@ pub struct Flow {
 }
 
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Flow, Reason> {
+pub fn parse<C: Hook>(ctx: &C) -> Result<Flow, Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|()| Reason::PassTruncated)?;
     let mut off = core::mem::size_of::<EthHdr>();
     // SAFETY: bounds checked by ptr_at.
@@ -59,7 +61,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Flow, Reason> {
 
 /// Returns the UDP header offset and the IP payload length the header claims.
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Reason> {
+fn parse_ipv4<C: Hook>(ctx: &C, off: usize) -> Result<(usize, usize), Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, off).map_err(|()| Reason::PassTruncated)?;
     // SAFETY: bounds checked by ptr_at.
     let (vihl, tot_len, frag_off, protocol) = unsafe {
@@ -85,7 +87,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Reason> {
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Reason> {
+fn parse_ipv6<C: Hook>(ctx: &C, off: usize) -> Result<(usize, usize), Reason> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, off).map_err(|()| Reason::PassTruncated)?;
     // SAFETY: bounds checked by ptr_at.
     let (v, payload_len, nexthdr) = unsafe {

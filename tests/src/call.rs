@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use crate::{
     daemon::{Daemon, ng_call},
     netns::{Bpffs, Netns},
-    topology::Topology,
+    topology::{Topology, Wire},
 };
 
 /// A running relay on its own topology. Field order is drop order: the daemon stops (and
@@ -42,9 +42,14 @@ pub struct MapEntry {
 }
 
 impl Relay {
-    /// A topology and a daemon with the topology's arguments, `--detach` and `extra`.
+    /// A NIC-like topology and a daemon with the topology's arguments, `--detach` and `extra`.
     pub fn start(extra: &[&str]) -> Result<Relay> {
-        let t = Topology::new()?;
+        Relay::start_on(Wire::Nic, extra)
+    }
+
+    /// Like [`Relay::start`] on the given wire model.
+    pub fn start_on(wire: Wire, extra: &[&str]) -> Result<Relay> {
+        let t = Topology::with(wire)?;
         let bpffs = Bpffs::new(&t.prefix)?;
         let pin_dir = bpffs.path().join("relay");
         let mut args = vec!["--detach"];
@@ -96,6 +101,26 @@ impl Relay {
         st["statistics"]["userspace forwarded packets"]
             .as_u64()
             .expect("userspace forwarded packets")
+    }
+
+    /// Frames the fast path sent on (back out of the ingress device or out of another one).
+    pub fn fast_forwarded(&self) -> u64 {
+        self.fastpath("tx_forward") + self.fastpath("redirect_forward")
+    }
+
+    /// What every scenario ends with: the daemon runs the wire model's datapath on every relay
+    /// device, and no host's kernel counted a bad UDP checksum.
+    pub fn assert_wire(&self) {
+        let st = self.ng(serde_json::json!({"command": "statistics"}));
+        let paths = st["statistics"]["datapath"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(paths.len(), self.t.relay_devices().len(), "{st:#?}");
+        for d in &paths {
+            assert_eq!(d["datapath"], self.t.wire.datapath(), "{st:#?}");
+        }
+        self.t.assert_no_csum_errors();
     }
 
     /// A fast-path verdict counter (packets) from `statistics`, 0 when the reason never fired.

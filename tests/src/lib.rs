@@ -9,9 +9,28 @@ pub mod ice;
 pub mod netns;
 pub mod rtpengine;
 pub mod service;
+pub mod sniff;
 pub mod topology;
 
 use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Runs end-to-end scenarios `fn NAME(wire: Wire)` on both wire models, as two tests each:
+/// `NAME::nic` (NIC-like, XDP) and `NAME::container` (container-like, one shared veth, TC).
+#[macro_export]
+macro_rules! on_both_wires {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn nic() {
+                super::$scenario($crate::topology::Wire::Nic)
+            }
+            #[test]
+            fn container() {
+                super::$scenario($crate::topology::Wire::Container)
+            }
+        }
+    )+};
+}
 
 /// True when privileged tests can run. Under `CI=true` a missing privilege is a failure, not a
 /// skip; elsewhere the test prints why it skips and returns.

@@ -8,20 +8,26 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use relay_tests::{
     call::{MapEntry, Relay, assert_fast, bind, burst, rtcp_payload, rtp, sdp, silent, two_way},
-    topology::media_addr,
+    topology::{Wire, media_addr},
 };
 use serde_json::json;
+
+relay_tests::on_both_wires!(
+    reinvite_moves_callee_to_a_new_port,
+    hold_resume_and_delete,
+    rtcp_mux_on_one_leg_separate_rtcp_on_the_other,
+    forked_offer_two_answers_delete_one_branch
+);
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-#[test]
-fn reinvite_moves_callee_to_a_new_port() {
+fn reinvite_moves_callee_to_a_new_port(wire: Wire) {
     if !relay_tests::privileged("reinvite_moves_callee_to_a_new_port") {
         return;
     }
-    let r = Relay::start(&[]).unwrap();
+    let r = Relay::start_on(wire, &[]).unwrap();
     let t = &r.t;
     let caller = bind(&t.caller.ns, "10.1.1.2:4000");
     let old = bind(&t.callee.ns, "10.1.2.2:5000");
@@ -113,14 +119,14 @@ fn reinvite_moves_callee_to_a_new_port() {
         "the old port got media"
     );
     assert_eq!(r.streams().unwrap(), want);
+    r.assert_wire();
 }
 
-#[test]
-fn hold_resume_and_delete() {
+fn hold_resume_and_delete(wire: Wire) {
     if !relay_tests::privileged("hold_resume_and_delete") {
         return;
     }
-    let r = Relay::start(&[]).unwrap();
+    let r = Relay::start_on(wire, &[]).unwrap();
     let t = &r.t;
     let caller = bind(&t.caller.ns, "10.1.1.2:4000");
     let callee = bind(&t.callee.ns, "10.1.2.2:5000");
@@ -230,14 +236,14 @@ fn hold_resume_and_delete() {
         silent(&caller, Duration::from_millis(100)),
         "A after delete"
     );
+    r.assert_wire();
 }
 
-#[test]
-fn rtcp_mux_on_one_leg_separate_rtcp_on_the_other() {
+fn rtcp_mux_on_one_leg_separate_rtcp_on_the_other(wire: Wire) {
     if !relay_tests::privileged("rtcp_mux_on_one_leg_separate_rtcp_on_the_other") {
         return;
     }
-    let r = Relay::start(&[]).unwrap();
+    let r = Relay::start_on(wire, &[]).unwrap();
     let t = &r.t;
     let caller = bind(&t.caller.ns, "10.1.1.2:4000");
     let callee_rtp = bind(&t.callee.ns, "10.1.2.2:5000");
@@ -349,14 +355,14 @@ fn rtcp_mux_on_one_leg_separate_rtcp_on_the_other() {
     assert_fast(&q1, &q2, "A", 0, 40);
     assert_eq!(r.userspace_forwarded(), user0, "A to B went through XDP");
     assert_eq!(r.streams().unwrap(), want);
+    r.assert_wire();
 }
 
-#[test]
-fn forked_offer_two_answers_delete_one_branch() {
+fn forked_offer_two_answers_delete_one_branch(wire: Wire) {
     if !relay_tests::privileged("forked_offer_two_answers_delete_one_branch") {
         return;
     }
-    let r = Relay::start(&[]).unwrap();
+    let r = Relay::start_on(wire, &[]).unwrap();
     let t = &r.t;
     let caller = bind(&t.caller.ns, "10.1.1.2:4000");
     let b1 = bind(&t.callee.ns, "10.1.2.2:5000");
@@ -462,4 +468,5 @@ fn forked_offer_two_answers_delete_one_branch() {
     r.ng(json!({"command": "delete", "call-id": "fork", "from-tag": "A", "to-tag": "B1"}));
     assert_eq!(r.streams().unwrap(), BTreeMap::new());
     assert_eq!(r.ng(json!({"command": "list"}))["calls"], json!([]));
+    r.assert_wire();
 }

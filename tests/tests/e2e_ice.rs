@@ -16,16 +16,20 @@ use relay_tests::{
     daemon::ng_call,
     ice::{attr, check},
     netns::Bpffs,
-    topology::{RELAY_SERVICE, Topology, media_addr},
+    topology::{RELAY_SERVICE, Topology, Wire, media_addr},
 };
 use serde_json::json;
 
-#[test]
-fn ice_caller_against_terminating_relay() {
+relay_tests::on_both_wires!(
+    ice_caller_against_terminating_relay,
+    ice_call_survives_daemon_restart
+);
+
+fn ice_caller_against_terminating_relay(wire: Wire) {
     if !relay_tests::privileged("ice_caller_against_terminating_relay") {
         return;
     }
-    let t = Topology::new().unwrap();
+    let t = Topology::with(wire).unwrap();
     let bpffs = Bpffs::new(&t.prefix).unwrap();
     let _d = t
         .start_daemon(&bpffs.path().join("relay"), &["--detach"])
@@ -123,9 +127,15 @@ fn ice_caller_against_terminating_relay() {
     );
 
     let st = ng_call(&t.relay, json!({"command": "statistics"})).unwrap();
-    let redirected = st["statistics"]["fastpath"]["redirect_forward"]["packets"]
-        .as_u64()
-        .unwrap();
+    // Out of the ingress device (one shared interface) or another one.
+    let redirected = ["redirect_forward", "tx_forward"]
+        .iter()
+        .map(|r| {
+            st["statistics"]["fastpath"][r]["packets"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum::<u64>();
     let userspace = st["statistics"]["userspace forwarded packets"]
         .as_u64()
         .unwrap();
@@ -133,6 +143,7 @@ fn ice_caller_against_terminating_relay() {
         redirected >= 38 && userspace <= 4,
         "redirected {redirected}, userspace {userspace}"
     );
+    t.assert_no_csum_errors();
 }
 
 /// What an ICE call set up by [`ice_call`] leaves: the hosts' sockets, the relay endpoints,
@@ -261,12 +272,11 @@ fn exchange(c: &IceCall, n: u16, base: u16) {
 /// An ICE-terminated call through a daemon restart: XDP forwards while no daemon runs, and the
 /// restarted daemon's agent, restored with the leg's credentials, still answers the caller's
 /// consent checks with signed successes, so a browser would keep the call.
-#[test]
-fn ice_call_survives_daemon_restart() {
+fn ice_call_survives_daemon_restart(wire: Wire) {
     if !relay_tests::privileged("ice_call_survives_daemon_restart") {
         return;
     }
-    let t = Topology::new().unwrap();
+    let t = Topology::with(wire).unwrap();
     let bpffs = Bpffs::new(&t.prefix).unwrap();
     let pin_dir = bpffs.path().join("relay");
     let state = std::env::temp_dir().join(format!("{}-ice-state.json", t.prefix));
@@ -299,6 +309,7 @@ fn ice_call_survives_daemon_restart() {
         c.callee.recv_from(&mut buf).is_err(),
         "the restarted daemon's delete stops forwarding"
     );
+    t.assert_no_csum_errors();
     drop(second);
     let _ = std::fs::remove_file(&state);
     relay_ctl::pins::detach_all(&pin_dir).unwrap();

@@ -13,8 +13,10 @@ use is::IceCreds;
 use relay_tests::{
     call::{Relay, assert_fast, burst, rtp, sdp, two_way},
     ice::{candidates, check, creds},
-    topology::RELAY_SERVICE,
+    topology::{RELAY_SERVICE, Wire},
 };
+
+relay_tests::on_both_wires!(optional_ice_on_both_legs);
 
 fn ice_sdp(ip: &str, port: u16, c: &IceCreds) -> String {
     sdp(
@@ -42,12 +44,11 @@ fn relay_candidate(sdp: &str, own: SocketAddr) -> SocketAddr {
     relays[0].0
 }
 
-#[test]
-fn optional_ice_on_both_legs() {
+fn optional_ice_on_both_legs(wire: Wire) {
     if !relay_tests::privileged("optional_ice_on_both_legs") {
         return;
     }
-    let r = Relay::start(&[]).unwrap();
+    let r = Relay::start_on(wire, &[]).unwrap();
     let t = &r.t;
     // The hosts cannot reach each other directly (as behind two NATs): only via the relay.
     t.caller
@@ -128,4 +129,5 @@ fn optional_ice_on_both_legs() {
         "ICE legs: entries came from nominations, the daemon forwarded no media at all"
     );
     assert_eq!(r.streams().unwrap(), want);
+    r.assert_wire();
 }

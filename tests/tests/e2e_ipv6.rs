@@ -6,17 +6,18 @@ use std::net::SocketAddr;
 
 use relay_tests::{
     call::{Relay, assert_fast, bind, burst, rtp, sdp, two_way},
-    topology::{RELAY_SERVICE, RELAY_SERVICE6, media_addr},
+    topology::{RELAY_SERVICE, RELAY_SERVICE6, Wire, media_addr},
 };
 use serde_json::json;
 
-#[test]
-fn ipv6_caller_ipv4_callee() {
+relay_tests::on_both_wires!(ipv6_caller_ipv4_callee);
+
+fn ipv6_caller_ipv4_callee(wire: Wire) {
     if !relay_tests::privileged("ipv6_caller_ipv4_callee") {
         return;
     }
     // A second logical interface: the IPv6 service address.
-    let r = Relay::start(&[&format!("--listen=pub6/{RELAY_SERVICE6}")]).unwrap();
+    let r = Relay::start_on(wire, &[&format!("--listen=pub6/{RELAY_SERVICE6}")]).unwrap();
     let t = &r.t;
     let (a, b): (SocketAddr, SocketAddr) = (
         "[fd00:1::2]:4000".parse().unwrap(),
@@ -69,4 +70,5 @@ fn ipv6_caller_ipv4_callee() {
     assert_eq!(r.fastpath("pass_family_change"), family0);
     assert_eq!(r.fastpath("drop_translate_failed"), 0);
     assert_eq!(r.streams().unwrap(), want);
+    r.assert_wire();
 }

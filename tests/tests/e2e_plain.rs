@@ -10,7 +10,7 @@ use std::{
 use relay_tests::{
     daemon::ng_call,
     netns::{Bpffs, Netns},
-    topology::{RELAY_SERVICE, Topology, media_addr},
+    topology::{RELAY_SERVICE, Topology, Wire, media_addr},
 };
 use serde_json::json;
 
@@ -38,12 +38,23 @@ fn recv(s: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
         .map(|(n, a)| (buf[..n].to_vec(), a))
 }
 
+relay_tests::on_both_wires!(
+    plain_call_latches_forwards_and_deletes,
+    call_survives_daemon_restart
+);
+
+/// The plain call on the container-like defaults with one veth per host: TC redirects between
+/// devices rather than back out of the one it came in on.
 #[test]
-fn plain_call_latches_forwards_and_deletes() {
+fn plain_call_on_container_veths_one_per_host() {
+    plain_call_latches_forwards_and_deletes(Wire::ContainerSplit);
+}
+
+fn plain_call_latches_forwards_and_deletes(wire: Wire) {
     if !relay_tests::privileged("plain_call_latches_forwards_and_deletes") {
         return;
     }
-    let t = Topology::new().unwrap();
+    let t = Topology::with(wire).unwrap();
     let bpffs = Bpffs::new(&t.prefix).unwrap();
     let pin_dir = bpffs.path().join("relay");
     let _d = t
@@ -116,9 +127,16 @@ fn plain_call_latches_forwards_and_deletes() {
     let st = ng_call(&t.relay, json!({"command": "statistics"})).unwrap();
     let st = &st["statistics"];
     let userspace = st["userspace forwarded packets"].as_u64().unwrap();
+    // Out of the device it came in on (one shared interface) or out of another one.
     let redirected = st["fastpath"]["redirect_forward"]["packets"]
         .as_u64()
-        .unwrap();
+        .unwrap_or(0)
+        + st["fastpath"]["tx_forward"]["packets"]
+            .as_u64()
+            .unwrap_or(0);
+    for d in st["datapath"].as_array().unwrap() {
+        assert_eq!(d["datapath"], wire.datapath(), "{st:#?}");
+    }
     assert!(
         userspace <= 2,
         "daemon forwarded {userspace} packets: {st:#?}"
@@ -126,7 +144,7 @@ fn plain_call_latches_forwards_and_deletes() {
     assert_eq!(redirected + userspace, 41, "{st:#?}");
     assert_eq!(
         st["fastpath"]["drop_source_mismatch"]["packets"], 10,
-        "attacker dropped in XDP"
+        "attacker dropped in the fast path"
     );
     let q = ng_call(&t.relay, json!({"command": "query", "call-id": "call-1"})).unwrap();
     let leg_a = &q["tags"]["tagA"]["medias"][0]["streams"][0];
@@ -151,6 +169,7 @@ fn plain_call_latches_forwards_and_deletes() {
         ng_call(&t.relay, json!({"command": "list"})).unwrap()["calls"],
         json!([])
     );
+    t.assert_no_csum_errors();
 }
 
 #[test]
@@ -214,12 +233,11 @@ fn unknown_stream_flood_does_not_starve_control() {
     );
 }
 
-#[test]
-fn call_survives_daemon_restart() {
+fn call_survives_daemon_restart(wire: Wire) {
     if !relay_tests::privileged("call_survives_daemon_restart") {
         return;
     }
-    let t = Topology::new().unwrap();
+    let t = Topology::with(wire).unwrap();
     let bpffs = Bpffs::new(&t.prefix).unwrap();
     let pin_dir = bpffs.path().join("relay");
     let state = std::env::temp_dir().join(format!("{}-state.json", t.prefix));
@@ -272,6 +290,7 @@ fn call_survives_daemon_restart() {
         recv(&callee).is_none(),
         "the restarted daemon's delete stops forwarding"
     );
+    t.assert_no_csum_errors();
     drop(_second);
     let _ = std::fs::remove_file(&state);
     relay_ctl::pins::detach_all(&pin_dir).unwrap();

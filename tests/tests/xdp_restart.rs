@@ -1,6 +1,7 @@
-//! Restart survival: after the loader exits, the pinned link keeps the program attached and
-//! counting into the pinned maps; a new loader takes the link over with the same maps; detaching
-//! removes everything.
+//! Restart survival, for the XDP link and for the TC (TCX) link: after the loader exits, the
+//! pinned link keeps the program attached and counting into the pinned maps; a new loader takes
+//! the link over with the same maps; a loader that moves the device to the other hook drops the
+//! old link first; detaching removes everything.
 
 use std::{net::UdpSocket, time::Duration};
 
@@ -34,6 +35,19 @@ fn program_survives_loader_exit_and_is_taken_over() {
     if !relay_tests::privileged("program_survives_loader_exit_and_is_taken_over") {
         return;
     }
+    survives(false);
+}
+
+#[test]
+fn tc_program_survives_loader_exit_and_is_taken_over() {
+    if !relay_tests::privileged("tc_program_survives_loader_exit_and_is_taken_over") {
+        return;
+    }
+    survives(true);
+}
+
+/// The whole life of a pinned link on one hook (`tc`: TC, else XDP).
+fn survives(tc: bool) {
     let p = relay_tests::unique_prefix();
     let bpffs = Bpffs::new(&p).unwrap();
     let pin_dir = bpffs.path().join("relay");
@@ -53,9 +67,15 @@ fn program_survives_loader_exit_and_is_taken_over() {
         ns_r.run(move || {
             let mut relay = pins::load(&config, &pin_dir, max_streams).unwrap();
             assert_eq!(relay.stream_capacity().unwrap(), 4096);
-            let how = pins::attach(&mut relay, &vr, &pin_dir).unwrap();
+            let how = if tc {
+                pins::attach_tc(&mut relay, &vr, &pin_dir).unwrap()
+            } else {
+                pins::attach(&mut relay, &vr, &pin_dir).unwrap()
+            };
             if expect_replace {
                 assert_eq!(how, Attached::Replaced);
+            } else if tc {
+                assert_eq!(how, Attached::New(AttachMode::Tc));
             } else {
                 assert_eq!(how, Attached::New(AttachMode::Native));
             }
@@ -97,8 +117,35 @@ fn program_survives_loader_exit_and_is_taken_over() {
         "new program counts into the same pinned map"
     );
     assert!(pin_dir.join(names::STATS_MAP).exists());
-
+    let hook = if tc { "tc" } else { "xdp" };
+    assert_eq!(pins::pinned_links(&pin_dir), vec![(vr.clone(), hook)]);
     drop(second);
+
+    // A loader that moves the device to the other hook drops the old link: one hook, one count.
+    let (pd, dev) = (pin_dir.clone(), vr.clone());
+    let third = ns_r
+        .run(move || {
+            let mut relay = pins::load(&config, &pd, 4096).unwrap();
+            if tc {
+                pins::attach(&mut relay, &dev, &pd).unwrap();
+            } else {
+                pins::attach_tc(&mut relay, &dev, &pd).unwrap();
+            }
+            relay
+        })
+        .unwrap();
+    let other = if tc { "xdp" } else { "tc" };
+    assert_eq!(pins::pinned_links(&pin_dir), vec![(vr.clone(), other)]);
+    burst(&ns_a);
+    assert_eq!(
+        read_totals(&stats)
+            .unwrap()
+            .get(Reason::PassUnknownStream)
+            .packets,
+        4 * BURST,
+        "after the switch each frame is counted once"
+    );
+    drop(third);
     pins::detach_all(&pin_dir).unwrap();
     assert!(!pin_dir.exists());
     burst(&ns_a);
@@ -107,7 +154,7 @@ fn program_survives_loader_exit_and_is_taken_over() {
             .unwrap()
             .get(Reason::PassUnknownStream)
             .packets,
-        3 * BURST,
+        4 * BURST,
         "detached: nothing counts any more"
     );
 }

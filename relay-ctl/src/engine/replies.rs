@@ -67,7 +67,9 @@ impl Engine {
             .meta
             .get(call_id)
             .map_or((0, 0), |m| (epoch(m.created), epoch(m.last_signal)));
-        obj(json!({"result": "ok", "created": created, "last signal": last_signal, "tags": tags}))
+        obj(
+            json!({"result": "ok", "created": created, "last signal": last_signal, "tags": tags, "datapath": crate::datapath::status_json()}),
+        )
     }
 
     pub(super) fn statistics_reply(&self) -> Map<String, Value> {
@@ -93,6 +95,7 @@ impl Engine {
                 "currentstatistics": {"sessionsown": self.meta.len(), "sessionstotal": self.stats.sessions_total},
                 "userspace forwarded packets": self.stats.userspace_forwarded,
                 "fastpath": fast_path,
+                "datapath": crate::datapath::status_json(),
             },
         }))
     }

@@ -56,6 +56,10 @@ impl Engine {
                 .map(|c| self.sessions.streams(c).len() as u64)
                 .sum(),
             fast_path,
+            datapaths: crate::datapath::status()
+                .into_iter()
+                .map(|r| (r.dev, r.hook.name(), !r.gone))
+                .collect(),
             ng_requests: self.ng.counts(),
             ice_checks: self
                 .stats

@@ -161,6 +161,7 @@ impl Harness {
             state_file: dir.join("sessions.json"),
             log_level: None,
             detach: false,
+            datapath: crate::datapath::Choice::Auto,
         };
         let table = Rc::new(RefCell::new(TableState::default()));
         let sockets = Rc::new(RefCell::new(SocketState::default()));

@@ -1,0 +1,277 @@
+//! The fast-path table shared by the XDP and the TC runs under BPF_PROG_TEST_RUN: {case, frame,
+//! expected verdict and counter slot, expected output}, the stream entries the cases need, the
+//! namespace whose routes and static neighbours make the FIB results deterministic, and the
+//! output check with etherparse (an independent implementation): addresses, ports, TTL, MACs,
+//! VLAN tags, payload, and the IPv4 header and UDP checksums.
+#![allow(dead_code)]
+
+mod cases;
+
+pub use cases::{cases, table};
+
+use std::net::SocketAddr;
+
+use etherparse::{LinkExtHeader, LinkHeader, NetHeaders, PacketHeaders, TransportHeader};
+use relay_common::{
+    stats::Reason,
+    stream::{Endpoint, Mismatch, StreamEntry},
+};
+use relay_tests::{
+    frames::{self, Vlan},
+    netns::Netns,
+};
+
+pub const NEIGH_A3: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x03];
+pub const NEIGH_B: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x02];
+pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
+pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x01];
+
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+pub fn entry(
+    slot: u32,
+    expected: &str,
+    src: &str,
+    dst: &str,
+    mismatch: Mismatch,
+    flags: u8,
+) -> StreamEntry {
+    StreamEntry {
+        stream_id: u64::from(slot),
+        expected: Endpoint::from(sa(expected)),
+        src: Endpoint::from(sa(src)),
+        dst: Endpoint::from(sa(dst)),
+        flags,
+        mismatch: mismatch as u8,
+        _pad: [0; 2],
+        counter_slot: slot,
+        egress_ifindex: 0,
+        rtcp_src: Endpoint::default(),
+        rtcp_dst: Endpoint::default(),
+    }
+}
+
+pub struct Fwd {
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub zero_csum: bool,
+}
+
+pub enum Expect {
+    Unchanged,
+    Forwarded(Fwd),
+}
+
+pub struct Case {
+    pub name: &'static str,
+    pub frame: Vec<u8>,
+    pub reason: Reason,
+    pub expect: Expect,
+}
+
+pub fn v4(vlan: Vlan, src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    let (s, d) = (sa(src), sa(dst));
+    let ip = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(v) => v.octets(),
+        _ => unreachable!(),
+    };
+    frames::udp4(vlan, ip(s), ip(d), s.port(), d.port(), payload)
+}
+
+pub fn v6(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    v6_vlan(Vlan::None, src, dst, payload)
+}
+
+pub fn v6_vlan(vlan: Vlan, src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    let (s, d) = (sa(src), sa(dst));
+    let ip = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V6(v) => v.octets(),
+        _ => unreachable!(),
+    };
+    frames::udp6(vlan, ip(s), ip(d), s.port(), d.port(), payload)
+}
+
+/// An IPv4 frame without a UDP checksum (legal on IPv4 only).
+pub fn without_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[14 + 20 + 6] = 0;
+    frame[14 + 20 + 7] = 0;
+    frame
+}
+
+pub fn to_b(src: &str, dst: &str) -> Expect {
+    Expect::Forwarded(Fwd {
+        smac: MAC_B,
+        dmac: NEIGH_B,
+        src: sa(src),
+        dst: sa(dst),
+        zero_csum: false,
+    })
+}
+
+pub fn check_forwarded(name: &str, input: &[u8], out: &[u8], fwd: &Fwd) -> Vec<String> {
+    let (src, dst, zero_csum) = (fwd.src, fwd.dst, fwd.zero_csum);
+    let mut f = Vec::new();
+    let (hin, hout) = match (
+        PacketHeaders::from_ethernet_slice(input),
+        PacketHeaders::from_ethernet_slice(out),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (_, Err(e)) => return vec![format!("{name}: output does not parse: {e}")],
+        (Err(e), _) => return vec![format!("{name}: input does not parse: {e}")],
+    };
+    if let Some(LinkHeader::Ethernet2(e)) = &hout.link
+        && (e.source, e.destination) != (fwd.smac, fwd.dmac)
+    {
+        f.push(format!(
+            "{name}: MACs {:02x?} -> {:02x?}",
+            e.source, e.destination
+        ));
+    }
+    let tags = |h: &PacketHeaders<'_>| {
+        h.link_exts
+            .iter()
+            .filter_map(|x| {
+                if let LinkExtHeader::Vlan(v) = x {
+                    Some(v.vlan_id.value())
+                } else {
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    if tags(&hin) != tags(&hout) {
+        f.push(format!(
+            "{name}: VLAN tags {:?} -> {:?}",
+            tags(&hin),
+            tags(&hout)
+        ));
+    }
+    let Some(TransportHeader::Udp(udp)) = &hout.transport else {
+        return vec![format!("{name}: no UDP in output")];
+    };
+    let payload = hout.payload.slice();
+    if payload != hin.payload.slice() {
+        f.push(format!("{name}: payload changed"));
+    }
+    if (udp.source_port, udp.destination_port) != (src.port(), dst.port()) {
+        f.push(format!(
+            "{name}: ports {} -> {}",
+            udp.source_port, udp.destination_port
+        ));
+    }
+    match &hout.net {
+        Some(NetHeaders::Ipv4(ip, _)) => {
+            if (
+                std::net::IpAddr::from(ip.source),
+                std::net::IpAddr::from(ip.destination),
+            ) != (src.ip(), dst.ip())
+                || ip.time_to_live != 64
+            {
+                f.push(format!(
+                    "{name}: ip {:?} -> {:?} ttl {}",
+                    ip.source, ip.destination, ip.time_to_live
+                ));
+            }
+            if ip.header_checksum != ip.calc_header_checksum() {
+                f.push(format!("{name}: bad IPv4 header checksum"));
+            }
+            if zero_csum {
+                if udp.checksum != 0 {
+                    f.push(format!(
+                        "{name}: zero UDP checksum became {:#x}",
+                        udp.checksum
+                    ));
+                }
+            } else if udp.checksum != udp.calc_checksum_ipv4(ip, payload).unwrap() {
+                f.push(format!("{name}: bad UDP checksum"));
+            }
+        }
+        Some(NetHeaders::Ipv6(ip, _)) => {
+            if (
+                std::net::IpAddr::from(ip.source),
+                std::net::IpAddr::from(ip.destination),
+            ) != (src.ip(), dst.ip())
+                || ip.hop_limit != 64
+            {
+                f.push(format!(
+                    "{name}: ip {:?} -> {:?}",
+                    ip.source, ip.destination
+                ));
+            }
+            if udp.checksum != udp.calc_checksum_ipv6(ip, payload).unwrap() {
+                f.push(format!("{name}: bad UDP checksum"));
+            }
+        }
+        _ => f.push(format!("{name}: no IP in output")),
+    }
+    f
+}
+
+pub fn setup(ns: &Netns, p: &str) -> (String, String) {
+    let (a, a2, b, b2) = (
+        format!("{p}a"),
+        format!("{p}a2"),
+        format!("{p}b"),
+        format!("{p}b2"),
+    );
+    for (x, y, mac) in [
+        (&a, &a2, "02:00:00:00:01:01"),
+        (&b, &b2, "02:00:00:00:02:01"),
+    ] {
+        ns.ip(&[
+            "link", "add", x, "address", mac, "type", "veth", "peer", "name", y,
+        ])
+        .unwrap();
+        ns.ip(&["link", "set", x, "up"]).unwrap();
+        ns.ip(&["link", "set", y, "up"]).unwrap();
+    }
+    ns.enable_forwarding().unwrap();
+    let neigh = |ip: &'static str, mac: &'static str, dev: &String| {
+        ns.ip(&["neigh", "add", ip, "lladdr", mac, "dev", dev])
+            .unwrap();
+    };
+    ns.ip(&["addr", "add", "10.10.1.1/24", "dev", &a]).unwrap();
+    ns.ip(&["addr", "add", "10.10.2.1/24", "dev", &b]).unwrap();
+    neigh("10.10.1.2", "02:00:00:00:01:02", &a);
+    neigh("10.10.1.3", "02:00:00:00:01:03", &a);
+    neigh("10.10.2.2", "02:00:00:00:02:02", &b);
+    // One prefix reachable both ways: the FIB prefers A, an entry can pin its egress to B.
+    for (via, dev, metric) in [("10.10.1.3", &a, "10"), ("10.10.2.2", &b, "20")] {
+        ns.ip(&[
+            "route",
+            "add",
+            "10.10.9.0/24",
+            "via",
+            via,
+            "dev",
+            dev,
+            "metric",
+            metric,
+        ])
+        .unwrap();
+    }
+    ns.ip(&["-6", "addr", "add", "fd10:1::1/64", "dev", &a, "nodad"])
+        .unwrap();
+    ns.ip(&["-6", "addr", "add", "fd10:2::1/64", "dev", &b, "nodad"])
+        .unwrap();
+    ns.ip(&[
+        "-6",
+        "neigh",
+        "add",
+        "fd10:2::2",
+        "lladdr",
+        "02:00:00:00:02:02",
+        "dev",
+        &b,
+    ])
+    .unwrap();
+    (a, b)
+}
+
+pub fn ifindex(name: &str) -> u32 {
+    relay_ctl::xdp::ifindex(name).unwrap_or_else(|| panic!("no device {name}"))
+}
