@@ -46,11 +46,14 @@ pub enum Reason {
     /// An IPv4<->IPv6 translation moved the headers and then failed a bounds check: the frame
     /// is no longer intact, so it is dropped. Not expected to happen; counted to be seen.
     DropTranslateFailed = 18,
+    /// The rewritten packet is larger than the egress MTU (an IPv4 packet grown by
+    /// translation to IPv6): the daemon sends it, and the kernel fragments or reports it.
+    PassTooBig = 19,
 }
 
 impl Reason {
     /// Number of slots; the map is sized by this.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::PassNotIp,
@@ -72,6 +75,7 @@ impl Reason {
         Reason::RedirectForward,
         Reason::DropRedirectFailed,
         Reason::DropTranslateFailed,
+        Reason::PassTooBig,
     ];
 
     /// Stable snake_case name, used in `relay-ctl stats` and metrics labels.
@@ -96,6 +100,7 @@ impl Reason {
             Reason::RedirectForward => "redirect_forward",
             Reason::DropRedirectFailed => "drop_redirect_failed",
             Reason::DropTranslateFailed => "drop_translate_failed",
+            Reason::PassTooBig => "pass_too_big",
         }
     }
 
@@ -120,6 +125,7 @@ impl Reason {
             Reason::DropSourceMismatch
             | Reason::DropRedirectFailed
             | Reason::DropTranslateFailed => Verdict::Drop,
+            Reason::PassTooBig => Verdict::Pass,
             Reason::TxForward => Verdict::Tx,
             Reason::RedirectForward => Verdict::Redirect,
         }

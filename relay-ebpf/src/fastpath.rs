@@ -3,7 +3,10 @@
 //! send. Generic over [`Hook`] (XDP or TC); the entry points in main.rs are thin.
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, bpf_fib_lookup as FibParams},
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
+        bpf_fib_lookup as FibParams,
+    },
     helpers::generated::{bpf_csum_diff, bpf_fib_lookup, bpf_ktime_get_coarse_ns},
 };
 use relay_common::{
@@ -44,7 +47,14 @@ pub fn try_relay<C: Egress>(ctx: &C) -> Result<Reason, Reason> {
     // offset compiles to a compare the verifier cannot use.
     let head: *const [u8; 9] = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassEmpty)?;
     // SAFETY: bounds checked by ptr_at.
-    match unsafe { (*head)[8] } {
+    let (first, len_be) = unsafe { ((*head)[8], [(*head)[4], (*head)[5]]) };
+    // The UDP length, not the frame, says where the datagram ends: an empty datagram padded to
+    // the Ethernet minimum has padding, not payload, after its header.
+    let udp_len = usize::from(u16::from_be_bytes(len_be));
+    if udp_len <= core::mem::size_of::<UdpHdr>() {
+        return Ok(Reason::PassEmpty);
+    }
+    match first {
         0..=3 => {
             // STUN needs its magic cookie; anything else in 0-3 is not ours either way.
             let cookie: *const [u8; 4] =
@@ -57,14 +67,19 @@ pub fn try_relay<C: Egress>(ctx: &C) -> Result<Reason, Reason> {
             }
         }
         20..=63 => Ok(Reason::PassDtls),
-        128..=191 => forward(ctx, &flow, udp),
+        128..=191 => forward(ctx, &flow, udp, udp_len),
         _ => Ok(Reason::PassOtherPayload),
     }
 }
 
 /// RTP/RTCP on a relay port: look the stream up, check the source, rewrite, send.
 #[inline(always)]
-fn forward<C: Egress>(ctx: &C, flow: &Flow, udp: *mut UdpHdr) -> Result<Reason, Reason> {
+fn forward<C: Egress>(
+    ctx: &C,
+    flow: &Flow,
+    udp: *mut UdpHdr,
+    udp_len: usize,
+) -> Result<Reason, Reason> {
     let mut key = StreamKey {
         family: if flow.v6 { FAMILY_V6 } else { FAMILY_V4 },
         _pad: 0,
@@ -128,7 +143,9 @@ fn forward<C: Egress>(ctx: &C, flow: &Flow, udp: *mut UdpHdr) -> Result<Reason, 
 
     let frame_len = ctx.frame_len();
     // Decide the next hop before touching the frame: a frame passed up must be unmodified.
-    let hop = next_hop(ctx, out_v6, &rw)?;
+    // The IP packet as it leaves, for the FIB's MTU check (translation to IPv6 grows it).
+    let out_len = udp_len + if out_v6 { 40 } else { 20 };
+    let hop = next_hop(ctx, out_v6, &rw, out_len)?;
     match (flow.v6, out_v6) {
         (false, false) => rewrite_v4(ctx, flow, &rw)?,
         (true, true) => rewrite_v6(ctx, flow, &rw)?,
@@ -136,6 +153,10 @@ fn forward<C: Egress>(ctx: &C, flow: &Flow, udp: *mut UdpHdr) -> Result<Reason, 
         (true, false) => v6_to_v4(ctx, flow, &rw)?,
     }
     let reason = send(ctx, &hop)?;
+    // Only a frame that left counts as the stream's media (and keeps the call alive).
+    if reason == Reason::DropRedirectFailed {
+        return Ok(reason);
+    }
     if let Some(c) = crate::RELAY_STREAM_COUNTERS.get_ptr_mut(entry.counter_slot) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe {
@@ -406,7 +427,7 @@ struct Hop {
 
 /// Next hop from the kernel FIB: the ingress device or another one the daemon registered.
 #[inline(never)]
-fn next_hop<C: Hook>(ctx: &C, v6: bool, e: &Rw<'_>) -> Result<Hop, Reason> {
+fn next_hop<C: Hook>(ctx: &C, v6: bool, e: &Rw<'_>, out_len: usize) -> Result<Hop, Reason> {
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     let ingress = ctx.ingress_ifindex();
@@ -419,6 +440,7 @@ fn next_hop<C: Hook>(ctx: &C, v6: bool, e: &Rw<'_>) -> Result<Hop, Reason> {
         flags = BPF_FIB_LOOKUP_OUTPUT;
     }
     p.l4_protocol = 17;
+    p.__bindgen_anon_1.tot_len = out_len as u16;
     p.sport = e.src.port;
     p.dport = e.dst.port;
     if v6 {
@@ -452,6 +474,9 @@ fn next_hop<C: Hook>(ctx: &C, v6: bool, e: &Rw<'_>) -> Result<Hop, Reason> {
             flags,
         )
     };
+    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
+        return Err(Reason::PassTooBig);
+    }
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
         return Err(Reason::PassFibMiss);
     }

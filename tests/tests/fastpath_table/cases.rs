@@ -283,6 +283,29 @@ pub fn cases() -> Vec<Case> {
             reason: Reason::PassEmpty,
             expect: Expect::Unchanged,
         },
+        Case {
+            // Ethernet padding after an empty datagram is not payload (the UDP length says so).
+            name: "empty payload padded with an RTP-looking byte",
+            frame: {
+                let mut f = v4(Vlan::None, from_a, "10.10.1.1:30000", &[]);
+                f.extend_from_slice(&[0x80; 18]);
+                f
+            },
+            reason: Reason::PassEmpty,
+            expect: Expect::Unchanged,
+        },
+        Case {
+            // 1460 bytes of RTP fit a 1500-byte MTU over IPv4 (1488) but not once translated
+            // to IPv6 (1508): the daemon sends it, counted.
+            name: "v4 -> v6 over the egress MTU",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30060", &{
+                let mut big = frames::rtp_payload(9);
+                big.resize(1460, 0xab);
+                big
+            }),
+            reason: Reason::PassTooBig,
+            expect: Expect::Unchanged,
+        },
     ]
 }
 
