@@ -4,6 +4,7 @@ pub mod creds;
 pub mod ice;
 pub mod latch;
 pub mod ports;
+pub mod rtpp_flags;
 pub mod sdp;
 pub mod session;
 pub mod sip;
