@@ -1,11 +1,13 @@
 //! Sans-IO protocol and session logic of the relay: no sockets, no clocks, no aya.
 //! Time and packets are passed in; actions come out.
+pub mod codecs;
 pub mod creds;
 pub mod ice;
 pub mod latch;
 pub mod ports;
 pub mod rtpp_flags;
 pub mod sdp;
+pub mod sdp_edit;
 pub mod session;
 pub mod sip;
 pub mod stun;
