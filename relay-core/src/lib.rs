@@ -1,5 +1,6 @@
 //! Sans-IO protocol and session logic of the relay: no sockets, no clocks, no aya.
 //! Time and packets are passed in; actions come out.
+pub mod call_options;
 pub mod codecs;
 pub mod creds;
 pub mod ice;

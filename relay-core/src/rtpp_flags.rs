@@ -209,6 +209,36 @@ pub fn merge(request: &mut Map<String, Value>, parsed: Map<String, Value>) {
     }
 }
 
+/// Moves prefixed items of a request's `flags` list where they belong, as rtpengine does for the
+/// dictionary form too: `replace-origin` -> `replace: [origin]`, `codec-strip-PCMA` ->
+/// `codec: {strip: [PCMA]}`, `from-tags-T` -> `from-tags: [T]`. Other flags stay.
+pub fn expand_flags(request: &mut Map<String, Value>) {
+    let Some(key) = request.keys().find(|k| normalise(k) == "flags").cloned() else {
+        return;
+    };
+    let words: Vec<String> = match request.remove(&key) {
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        Some(Value::String(s)) => vec![s],
+        _ => return,
+    };
+    let mut p = Parsed::default();
+    let mut transport = 0;
+    for w in words {
+        word(&mut p, &mut transport, &w);
+    }
+    if let Some(t) = transport_name(transport) {
+        p.dict
+            .insert("transport-protocol".into(), Value::String(t.into()));
+    }
+    merge(request, p.dict);
+}
+
 fn is_list_key(n: &str) -> bool {
     matches!(
         n,
