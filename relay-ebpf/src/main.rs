@@ -8,6 +8,7 @@
 mod csum;
 mod net;
 mod parse;
+mod tos;
 
 use aya_ebpf::{
     bindings::{
@@ -29,8 +30,8 @@ use relay_common::{
     config::RelayConfig,
     stats::{Reason, StatEntry},
     stream::{
-        Endpoint, FAMILY_V4, FAMILY_V6, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, MAX_STREAMS, Mismatch,
-        StreamCounters, StreamEntry, StreamKey,
+        Endpoint, FAMILY_V4, FAMILY_V6, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY,
+        MAX_STREAMS, Mismatch, StreamCounters, StreamEntry, StreamKey,
     },
 };
 
@@ -187,6 +188,9 @@ fn forward(ctx: &XdpContext, flow: &Flow, udp: *mut UdpHdr) -> Result<Reason, Re
         (true, true) => rewrite_v6(ctx, flow, udp, &rw)?,
         (false, true) => v4_to_v6(ctx, flow, &rw)?,
         (true, false) => v6_to_v4(ctx, flow, &rw)?,
+    }
+    if entry.flags & FLAG_SET_TOS != 0 {
+        tos::set(ctx, flow.l3, out_v6, entry.tos).map_err(|()| Reason::PassTruncated)?;
     }
     let reason = send(ctx, &hop)?;
     if let Some(c) = RELAY_STREAM_COUNTERS.get_ptr_mut(entry.counter_slot) {

@@ -11,7 +11,9 @@ use etherparse::{LinkExtHeader, LinkHeader, NetHeaders, PacketHeaders, Transport
 use relay_common::{
     config::RelayConfig,
     stats::{Reason, Verdict},
-    stream::{Endpoint, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, Mismatch, StreamEntry, StreamKey},
+    stream::{
+        Endpoint, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, Mismatch, StreamEntry, StreamKey,
+    },
 };
 use relay_ctl::xdp::{Relay, read_totals};
 use relay_tests::{
@@ -43,7 +45,8 @@ fn entry(
         dst: Endpoint::from(sa(dst)),
         flags,
         mismatch: mismatch as u8,
-        _pad: [0; 2],
+        tos: 0,
+        _pad: 0,
         counter_slot: slot,
         egress_ifindex: 0,
         rtcp_src: Endpoint::default(),
@@ -57,6 +60,8 @@ struct Fwd {
     src: SocketAddr,
     dst: SocketAddr,
     zero_csum: bool,
+    /// The TOS / traffic class the output must carry (rtpengine's `TOS`); None: unchecked.
+    tos: Option<u8>,
 }
 
 enum Expect {
@@ -107,7 +112,15 @@ fn to_b(src: &str, dst: &str) -> Expect {
         src: sa(src),
         dst: sa(dst),
         zero_csum: false,
+        tos: None,
     })
+}
+
+fn fwd_to_b(src: &str, dst: &str) -> Fwd {
+    match to_b(src, dst) {
+        Expect::Forwarded(f) => f,
+        Expect::Unchanged => unreachable!(),
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -172,6 +185,7 @@ fn cases() -> Vec<Case> {
                 src: sa("10.10.2.1:30002"),
                 dst: sa("10.10.2.2:5000"),
                 zero_csum: true,
+                tos: None,
             }),
         },
         Case {
@@ -184,6 +198,7 @@ fn cases() -> Vec<Case> {
                 src: sa("10.10.1.1:30012"),
                 dst: sa("10.10.1.3:6000"),
                 zero_csum: false,
+                tos: None,
             }),
         },
         Case {
@@ -305,6 +320,7 @@ fn cases() -> Vec<Case> {
                 src: sa("10.10.1.1:30093"),
                 dst: sa("10.10.9.9:7000"),
                 zero_csum: false,
+                tos: None,
             }),
         },
         Case {
@@ -342,6 +358,24 @@ fn cases() -> Vec<Case> {
             frame: v6("[fd10:1::2]:4000", "[fd10:1::1]:30000", &rtp),
             reason: Reason::RedirectForward,
             expect: to_b("[fd10:2::1]:30002", "[fd10:2::2]:5000"),
+        },
+        Case {
+            name: "v4 TOS set to EF (184), header checksum updated",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30084", &rtp),
+            reason: Reason::RedirectForward,
+            expect: Expect::Forwarded(Fwd {
+                tos: Some(184),
+                ..fwd_to_b("10.10.2.1:30085", "10.10.2.2:5000")
+            }),
+        },
+        Case {
+            name: "v6 traffic class set to AF41 (136)",
+            frame: v6("[fd10:1::2]:4000", "[fd10:1::1]:30086", &rtp),
+            reason: Reason::RedirectForward,
+            expect: Expect::Forwarded(Fwd {
+                tos: Some(136),
+                ..fwd_to_b("[fd10:2::1]:30087", "[fd10:2::2]:5000")
+            }),
         },
         Case {
             name: "STUN to userspace",
@@ -451,6 +485,10 @@ fn check_forwarded(name: &str, input: &[u8], out: &[u8], fwd: &Fwd) -> Vec<Strin
                     ip.source, ip.destination, ip.time_to_live
                 ));
             }
+            let tos = (ip.dscp.value() << 2) | ip.ecn.value();
+            if fwd.tos.is_some_and(|t| t != tos) {
+                f.push(format!("{name}: TOS {tos}, want {:?}", fwd.tos));
+            }
             if ip.header_checksum != ip.calc_header_checksum() {
                 f.push(format!("{name}: bad IPv4 header checksum"));
             }
@@ -475,6 +513,12 @@ fn check_forwarded(name: &str, input: &[u8], out: &[u8], fwd: &Fwd) -> Vec<Strin
                 f.push(format!(
                     "{name}: ip {:?} -> {:?}",
                     ip.source, ip.destination
+                ));
+            }
+            if fwd.tos.is_some_and(|t| t != ip.traffic_class) {
+                f.push(format!(
+                    "{name}: traffic class {}, want {:?}",
+                    ip.traffic_class, fwd.tos
                 ));
             }
             if udp.checksum != udp.calc_checksum_ipv6(ip, payload).unwrap() {
@@ -710,6 +754,34 @@ fn fast_path_table_under_prog_test_run() {
                         d,
                         0,
                     ),
+                ),
+                (
+                    "10.10.1.1:30084",
+                    StreamEntry {
+                        tos: 184,
+                        ..entry(
+                            14,
+                            "10.10.1.2:4000",
+                            "10.10.2.1:30085",
+                            "10.10.2.2:5000",
+                            d,
+                            FLAG_SET_TOS,
+                        )
+                    },
+                ),
+                (
+                    "[fd10:1::1]:30086",
+                    StreamEntry {
+                        tos: 136,
+                        ..entry(
+                            15,
+                            "[fd10:1::2]:4000",
+                            "[fd10:2::1]:30087",
+                            "[fd10:2::2]:5000",
+                            d,
+                            FLAG_SET_TOS,
+                        )
+                    },
                 ),
                 (
                     "[fd10:1::1]:30000",
