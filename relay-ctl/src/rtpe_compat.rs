@@ -476,4 +476,30 @@ mod tests {
             assert!(t.contains(&format!("# TYPE {name} ")), "{name} has no TYPE");
         }
     }
+
+    /// Every rtpengine_* family the shipped dashboard queries is one we export.
+    #[test]
+    fn dashboard_queries_exported_families() {
+        let dash = include_str!("../../dist/grafana/rtpengine-compatible.json");
+        let t = render_metrics(&figures());
+        let mut rest = dash;
+        let mut n = 0;
+        while let Some(i) = rest.find("rtpengine_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            // "rtpengine_*" in prose names no family.
+            if name == "rtpengine_" {
+                continue;
+            }
+            assert!(
+                t.contains(&format!("# TYPE {name} ")),
+                "dashboard uses {name}"
+            );
+            n += 1;
+        }
+        assert!(n > 10);
+    }
 }
