@@ -183,10 +183,22 @@ pub fn statistics_reply(f: &Figures) -> Map<String, Value> {
             "packetrate": 0,
             "byterate": 0,
             "errorrate": 0,
+            "packetrate_user": 0,
+            "byterate_user": 0,
+            "errorrate_user": 0,
+            "packetrate_kernel": 0,
+            "byterate_kernel": 0,
+            "errorrate_kernel": 0,
             "media_userspace": f.media_userspace,
             "media_kernel": f.media_kernel,
             "media_mixed": 0,
         },
+        // Graphite interval figures and MOS: not measured here, reported as an idle
+        // rtpengine reports them.
+        "intervalstatistics": interval_zeros(),
+        "mos": {"mos_total": 0.0, "mos2_total": 0.0, "mos_samples_total": 0,
+                "mos_average": 0.0, "mos_stddev": 0.0},
+        "transcoders": [],
         "totalstatistics": total,
         "controlstatistics": control,
         "interfaces": interfaces,
@@ -195,6 +207,20 @@ pub fn statistics_reply(f: &Figures) -> Map<String, Value> {
     m.insert("result".into(), "ok".into());
     m.insert("statistics".into(), stats);
     m
+}
+
+fn interval_zeros() -> Value {
+    let mut m = Map::new();
+    m.insert("totalcallsduration".into(), "0.000000".into());
+    m.insert("minmanagedsessions".into(), 0.into());
+    m.insert("maxmanagedsessions".into(), 0.into());
+    for what in ["offer", "answer", "delete"] {
+        for agg in ["min", "max", "avg"] {
+            m.insert(format!("{agg}{what}delay"), "0.000000".into());
+            m.insert(format!("{agg}{what}requestrate"), 0.into());
+        }
+    }
+    Value::Object(m)
 }
 
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {
