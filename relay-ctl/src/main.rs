@@ -88,6 +88,10 @@ struct DaemonArgs {
     /// leg), default 65536. A restarted daemon keeps the size of the maps it re-opens.
     #[arg(long)]
     max_streams: Option<u32>,
+    /// Most calls held at once (rtpengine's `max-sessions`); an offer for a new call beyond it
+    /// gets `load limit` (proxies that say they support it) or an error. 0: no limit.
+    #[arg(long)]
+    max_sessions: Option<u64>,
     /// Default ICE handling: default, force, remove, optional.
     #[arg(long)]
     ice: Option<String>,
@@ -155,6 +159,7 @@ fn daemon_config(args: &DaemonArgs) -> Result<Config> {
         silent_timeout: args.silent_timeout,
         final_timeout: args.final_timeout,
         max_streams: args.max_streams,
+        max_sessions: args.max_sessions,
         ice: args.ice.clone(),
         latching: args.latching.clone(),
         ng_listen: args.ng_listen,
