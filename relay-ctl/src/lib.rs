@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod engine;
 pub mod metrics;
 pub mod ngmap;
+pub mod ngopts;
 pub mod ngwire;
 pub mod persist;
 pub mod ports;
