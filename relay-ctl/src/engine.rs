@@ -10,7 +10,8 @@ use std::{
 };
 
 use relay_common::stream::{
-    Endpoint, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, Mismatch, StreamCounters, StreamEntry, StreamKey,
+    Endpoint, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, Mismatch, StreamCounters,
+    StreamEntry, StreamKey,
 };
 use relay_core::{
     ice::{Component, IceEvent, IceLiteAgent},
@@ -23,11 +24,13 @@ use serde_json::{Map, Value, json};
 use crate::{
     config::Config,
     metrics::Snapshot,
-    ngmap::{Request, normalise},
+    ngmap::Request,
     ngwire::{self, Encoding},
     ports::{Inbound, PortSockets},
     xdp::{Relay, monotonic_ns, read_totals},
 };
+
+mod compat;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct StreamStats {
@@ -74,6 +77,8 @@ pub struct Engine {
     ice_checks: BTreeMap<&'static str, u64>,
     /// Sessions changed since the state file was last written (see [`Engine::flush_state`]).
     dirty: bool,
+    /// Labels, branches, TOS and rtpengine-named figures (issue 15).
+    compat: compat::Compat,
 }
 
 impl Engine {
@@ -132,6 +137,7 @@ impl Engine {
             agents: HashMap::new(),
             agent_of: HashMap::new(),
             ice_checks: BTreeMap::new(),
+            compat: compat::Compat::new(),
         };
         if let Some(sv) = saved {
             let now = Instant::now();
@@ -217,11 +223,24 @@ impl Engine {
         }
         let (command, reply, enc) = match ngwire::decode(body) {
             Ok((raw, enc)) => {
-                let mut req = Request::new(&raw);
-                let command = req.str("command").unwrap_or("").to_owned();
-                let call_id = req.str("call-id").unwrap_or("").to_owned();
-                let reply = self.dispatch(now, &command, &mut req);
-                for u in std::mem::take(&mut req.unknown) {
+                // A malformed rtpp-flags string is an error; nothing of the request is used.
+                let (command, call_id, reply, unknown) = match Request::parse(&raw) {
+                    Ok(mut req) => {
+                        let command = req.str("command").unwrap_or("").to_owned();
+                        let call_id = req.str("call-id").unwrap_or("").to_owned();
+                        let reply = self.dispatch(now, &command, &mut req);
+                        let mut unknown = std::mem::take(&mut req.unknown);
+                        unknown.extend(req.unknown_keys());
+                        (command, call_id, reply, unknown)
+                    }
+                    Err(e) => {
+                        let req = Request::new(&raw);
+                        let command = req.str("command").unwrap_or("").to_owned();
+                        let call_id = req.str("call-id").unwrap_or("").to_owned();
+                        (command, call_id, compat::malformed(&e), Vec::new())
+                    }
+                };
+                for u in unknown {
                     if self.logged_unknown.insert(u.clone()) {
                         tracing::info!(option = %u, "ignoring unknown NG option (logged once)");
                     }
@@ -246,6 +265,9 @@ impl Engine {
             .and_then(Value::as_str)
             .unwrap_or("?")
             .to_owned();
+        if result == "error" {
+            self.compat.count_error();
+        }
         if result == "ok" && matches!(command.as_str(), "offer" | "answer" | "delete") {
             self.mark_dirty();
         }
@@ -260,12 +282,12 @@ impl Engine {
     fn dispatch(&mut self, now: Instant, command: &str, req: &mut Request) -> Map<String, Value> {
         let r = match command {
             "ping" => Ok(obj(json!({"result": "pong"}))),
-            "offer" => self.offer(now, req),
-            "answer" => self.answer(now, req),
-            "delete" => self.delete(now, req),
-            "query" => self.query(req),
+            "offer" => self.offer_ng(now, req),
+            "answer" => self.answer_ng(now, req),
+            "delete" => self.delete_ng(now, req),
+            "query" => self.query_ng(req),
             "list" => Ok(self.list(req)),
-            "statistics" => Ok(self.statistics()),
+            "statistics" => Ok(self.statistics_ng(self.statistics())),
             // rtpengine's wording, which proxies log and some match on.
             "" => Err("Dictionary contains no key \"command\"".to_owned()),
             _ => Err("Unrecognized command".to_owned()),
@@ -273,70 +295,11 @@ impl Engine {
         r.unwrap_or_else(|reason| error(&reason))
     }
 
-    fn offer(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
-        let call_id = required(req, "call-id")?;
-        let from_tag = required(req, "from-tag")?;
-        let sdp = required_sdp(req)?;
-        let opts = req.offer_options().map_err(|e| e.to_string())?;
-        let out = self
-            .sessions
-            .offer(&call_id, &from_tag, &sdp, &opts)
-            .map_err(|e| session_error_reason(&e))?;
-        Ok(self.rewritten(now, &call_id, out))
-    }
-
-    fn answer(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
-        let call_id = required(req, "call-id")?;
-        let from_tag = required(req, "from-tag")?;
-        // rtpengine's order of checks, so a request missing both gets the same error.
-        let sdp = required_sdp(req)?;
-        let to_tag = required(req, "to-tag")?;
-        let opts = req.answer_options().map_err(|e| e.to_string())?;
-        let out = self
-            .sessions
-            .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
-            .map_err(|e| session_error_reason(&e))?;
-        Ok(self.rewritten(now, &call_id, out))
-    }
-
     /// After an offer or answer: the call's sockets, entries and agents follow the new state.
     fn rewritten(&mut self, now: Instant, call_id: &str, sdp: String) -> Map<String, Value> {
         self.touch(now, call_id);
         self.sync_call(call_id);
         obj(json!({"result": "ok", "sdp": sdp}))
-    }
-
-    fn delete(&mut self, now: Instant, req: &mut Request) -> Result<Map<String, Value>, String> {
-        let call_id = required(req, "call-id")?;
-        let from_tag = req
-            .str("from-tag")
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
-        let to_tag = req
-            .str("to-tag")
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
-        let delay = req
-            .int("delete-delay")
-            .map_err(|e| e.to_string())?
-            .unwrap_or(0);
-        let fatal = req.list("flags").iter().any(|f| normalise(f) == "fatal");
-        let known = self.meta.contains_key(&call_id)
-            && self
-                .sessions
-                .check_tags(&call_id, from_tag.as_deref(), to_tag.as_deref())
-                .is_ok();
-        if !known {
-            return delete_not_found(fatal);
-        }
-        let reply = self.query_reply(&call_id);
-        if delay > 0 {
-            let at = now + std::time::Duration::from_secs(delay);
-            self.pending_deletes.push((at, call_id, from_tag, to_tag));
-        } else {
-            self.delete_now(&call_id, from_tag.as_deref(), to_tag.as_deref())?;
-        }
-        Ok(reply)
     }
 
     fn delete_now(
@@ -360,14 +323,6 @@ impl Engine {
         let limit = req.int("limit").ok().flatten().unwrap_or(32) as usize;
         let calls: Vec<&str> = self.sessions.call_ids().take(limit).collect();
         obj(json!({"result": "ok", "calls": calls}))
-    }
-
-    fn query(&self, req: &Request) -> Result<Map<String, Value>, String> {
-        let call_id = req.required("call-id").map_err(|e| e.to_string())?;
-        if !self.meta.contains_key(call_id) {
-            return Err("Unknown call-id".to_owned());
-        }
-        Ok(self.query_reply(call_id))
     }
 
     /// rtpengine's query structure: tags -> medias -> streams, plus our ICE role per stream.
@@ -649,6 +604,9 @@ impl Engine {
             Some(a) => (0, Endpoint::from(a)),
             None => (FLAG_SOURCE_ANY, Endpoint::default()),
         };
+        if self.compat.tos(call_id).is_some() {
+            flags |= FLAG_SET_TOS;
+        }
         let (rtcp_src, rtcp_dst) = match e.rtcp_rewrite {
             Some(r) => {
                 flags |= FLAG_RTCP_DEMUX;
@@ -667,7 +625,7 @@ impl Engine {
                 MismatchPolicy::Userspace => Mismatch::Userspace,
                 MismatchPolicy::Forward => Mismatch::Forward,
             } as u8,
-            tos: 0,
+            tos: self.compat.tos(call_id).unwrap_or(0),
             _pad: 0,
             counter_slot: slot,
             egress_ifindex: 0,
@@ -807,31 +765,36 @@ impl Engine {
         self.pending_deletes.retain(|(at, ..)| *at > now);
         let mut changed = !due.is_empty();
         for (_, call_id, from, to) in due {
-            if let Err(e) = self.delete_now(&call_id, from.as_deref(), to.as_deref()) {
+            let r =
+                self.delete_counted(&call_id, from.as_deref(), to.as_deref(), "terminated", now);
+            if let Err(e) = r {
                 tracing::debug!(%call_id, error = %e, "delayed delete");
             }
         }
-        let expired: Vec<String> = self
+        let expired: Vec<(String, &'static str)> = self
             .meta
             .iter()
-            .filter(|(c, m)| {
+            .filter_map(|(c, m)| {
                 // Calls on hold get rtpengine's silent timeout instead of the media timeout.
-                let limit = if self.sessions.is_muted(c) {
-                    self.cfg.silent_timeout
+                let (limit, reason) = if self.sessions.is_muted(c) {
+                    (self.cfg.silent_timeout, "silent_timeout")
                 } else {
-                    self.cfg.media_timeout
+                    (self.cfg.media_timeout, "timeout")
                 };
                 let idle = now.duration_since(m.last_activity) > limit;
                 let final_ = !self.cfg.final_timeout.is_zero()
                     && now.duration_since(m.created_at) > self.cfg.final_timeout;
-                idle || final_
+                match (idle, final_) {
+                    (_, true) => Some((c.clone(), "final_timeout")),
+                    (true, _) => Some((c.clone(), reason)),
+                    _ => None,
+                }
             })
-            .map(|(c, _)| c.clone())
             .collect();
         changed |= !expired.is_empty();
-        for call_id in expired {
-            tracing::info!(%call_id, "call timed out");
-            if let Err(e) = self.delete_now(&call_id, None, None) {
+        for (call_id, reason) in expired {
+            tracing::info!(%call_id, reason, "call timed out");
+            if let Err(e) = self.delete_counted(&call_id, None, None, reason, now) {
                 tracing::warn!(%call_id, error = %e, "deleting timed-out call");
                 self.meta.remove(&call_id);
             }

@@ -38,7 +38,8 @@ pub fn pre(sdp: &str, opts: &MediaOptions, received_from: Option<IpAddr>, instan
 }
 
 /// After the engine rewrote the SDP: codec filtering and the loop marker. Returns the SDP and
-/// warnings for the reply and the log.
+/// warnings for the reply (refused options); codec notes (a strip that would leave nothing) are
+/// only logged, as rtpengine does.
 pub fn post(
     sdp: String,
     codecs: &CodecOptions,
@@ -59,7 +60,9 @@ pub fn post(
     let Ok(mut parsed) = Sdp::parse(&sdp) else {
         return (sdp, warnings);
     };
-    warnings.extend(codecs::apply(&mut parsed, codecs, offer));
+    for note in codecs::apply(&mut parsed, codecs, offer) {
+        tracing::info!(%note, "codec options");
+    }
     if opts.loop_protect {
         sdp_edit::mark(&mut parsed, instance);
     }
@@ -207,6 +210,13 @@ mod tests {
         let a = answer_codecs(&strip, &CodecOptions::default());
         let (out, _) = post(SDP.into(), &a, false, &MediaOptions::default(), "x");
         assert!(out.contains("m=audio 4000 RTP/AVP 0\r\n"));
+        let none = CodecOptions {
+            strip: vec!["all".into()],
+            ..Default::default()
+        };
+        let (out, w) = post(SDP.into(), &none, true, &MediaOptions::default(), "x");
+        assert_eq!(out, SDP);
+        assert!(w.is_empty());
         let t = MediaOptions {
             always_transcode: true,
             ..Default::default()

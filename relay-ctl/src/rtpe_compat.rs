@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
-/// NG commands in rtpengine's order: (command, short name used in `controlstatistics`).
+/// NG commands in rtpengine's order: (command, short name used in `controlstatistics` as
+/// `NAMEcount` and `totalNAMEcount`, as rtpengine 10.5 writes them).
 pub const COMMANDS: &[(&str, &str)] = &[
     ("ping", "ping"),
     ("offer", "offer"),
@@ -31,7 +32,13 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("play media", "playmedia"),
     ("stop media", "stopmedia"),
     ("play DTMF", "playdtmf"),
-    ("statistics", "statistics"),
+    ("statistics", "stats"),
+    ("silence media", "slnmedia"),
+    ("unsilence media", "unslnmedia"),
+    ("publish", "pub"),
+    ("subscribe request", "subreq"),
+    ("subscribe answer", "subans"),
+    ("unsubscribe", "unsub"),
 ];
 
 /// Why sessions ended, with rtpengine's `closed_sessions_total` reason labels and
@@ -128,6 +135,10 @@ pub fn statistics_reply(f: &Figures) -> Map<String, Value> {
         "managedsessions": f.sessions_managed,
         "relayedpackets": f.packets_user + f.packets_kernel,
         "relayedpacketerrors": f.errors_user + f.errors_kernel,
+        "relayedpacketerrors_user": f.errors_user,
+        "relayedpacketerrors_kernel": f.errors_kernel,
+        "totalcallsduration2": "0.000000",
+        "totalcallsduration_stddev": "0.000000",
         "relayedbytes": f.bytes_user + f.bytes_kernel,
         "relayedpackets_user": f.packets_user,
         "relayedpackets_kernel": f.packets_kernel,
@@ -148,11 +159,7 @@ pub fn statistics_reply(f: &Figures) -> Map<String, Value> {
     let mut control = Map::new();
     for (cmd, short) in COMMANDS {
         let n = f.requests(cmd);
-        let key = if *short == "statistics" || short.ends_with("media") {
-            (*short).to_owned()
-        } else {
-            format!("{short}count")
-        };
+        let key = format!("{short}count");
         proxy.insert(key.clone(), n.into());
         control.insert(format!("total{key}"), n.into());
     }
@@ -471,11 +478,11 @@ mod tests {
         assert_eq!(t["avgcallduration"], "10.000000");
         let c = &s["controlstatistics"];
         assert_eq!(c["totaloffercount"], 5);
-        assert_eq!(c["totalstatistics"], 1);
+        assert_eq!(c["totalstatscount"], 1);
         assert_eq!(c["totalerrorcount"], 1);
         assert_eq!(c["proxies"][0]["proxy"], "127.0.0.1");
         assert_eq!(c["proxies"][0]["answercount"], 4);
-        assert_eq!(c["proxies"][0]["blkmedia"], 0);
+        assert_eq!(c["proxies"][0]["blkmediacount"], 0);
         assert_eq!(s["interfaces"][0]["ports"]["free"], 92);
     }
 
