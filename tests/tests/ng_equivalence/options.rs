@@ -196,3 +196,78 @@ pub fn cases() -> Vec<Case> {
         },
     ]
 }
+
+/// `--max-sessions` on both servers: a new call beyond the limit gets `load limit` when the
+/// proxy says it supports it, rtpengine's error otherwise; an existing call's re-offer still
+/// works; once a call is deleted a new one fits again. Nothing is allocated for a refused call.
+#[test]
+fn load_limit_same_as_rtpengine() {
+    use relay_tests::{
+        daemon::{Daemon, ng_reply},
+        netns::Bpffs,
+        rtpengine::{Rtpengine, RtpengineConfig},
+        topology::Topology,
+    };
+    use serde_json::Value;
+
+    let name = "load_limit_same_as_rtpengine";
+    if !relay_tests::privileged(name) || !relay_tests::rtpengine::available(name) {
+        return;
+    }
+    let t = Topology::new().unwrap();
+    let bpffs = Bpffs::new(&t.prefix).unwrap();
+    let mut args: Vec<String> = super::INTERFACES
+        .iter()
+        .map(|i| format!("--listen={i}"))
+        .collect();
+    args.extend(t.relay_devices().iter().map(|d| format!("--interface={d}")));
+    args.extend(
+        [
+            "--port-min=30000",
+            "--port-max=30999",
+            "--detach",
+            "--max-sessions=1",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _ours = Daemon::start(&t.relay, &bpffs.path().join("relay"), &args).unwrap();
+    let _rtpe = Rtpengine::start(
+        &t.relay,
+        &RtpengineConfig {
+            interfaces: super::INTERFACES,
+            ng: super::RTPE_NG.parse().unwrap(),
+            port_min: 40000,
+            port_max: 40999,
+            extra: &["--delete-delay=0", "--max-sessions=1"],
+        },
+    )
+    .unwrap();
+    let supports = json!({"supports": ["load limit"]});
+    let steps: Vec<Value> = vec![
+        offer_req("l1", a_sdp("")),
+        super::merge(offer_req("l2", a_sdp("")), supports.clone()),
+        offer_req("l2", a_sdp("")),
+        super::merge(offer_req("l1", a_sdp("")), supports.clone()),
+        json!({"command": "delete", "call-id": "l1", "from-tag": "A"}),
+        super::merge(offer_req("l2", a_sdp("")), supports),
+    ];
+    let want = ["ok", "load limit", "error", "ok", "ok", "ok"];
+    for (server, ng) in [("ours", super::OURS_NG), ("rtpengine", super::RTPE_NG)] {
+        for (i, (req, want)) in steps.iter().zip(want).enumerate() {
+            let r = ng_reply(&t.relay, ng.parse().unwrap(), req.clone()).unwrap();
+            let got = r.get("result").and_then(Value::as_str).unwrap_or("");
+            assert_eq!(got, want, "{server} step {i}: {r:?}");
+            if want == "error" {
+                let reason = r["error-reason"].as_str().unwrap_or("");
+                assert!(
+                    reason.starts_with("Parallel session limit reached"),
+                    "{server}: {reason}"
+                );
+            }
+            if want == "load limit" {
+                assert_eq!(r["message"], "Parallel session limit reached", "{server}");
+            }
+        }
+    }
+}
