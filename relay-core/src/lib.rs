@@ -2,7 +2,9 @@
 //! Time and packets are passed in; actions come out.
 pub mod call_options;
 pub mod codecs;
+pub mod component;
 pub mod creds;
+pub mod forwarding;
 pub mod ice;
 pub mod latch;
 pub mod ports;

@@ -4,15 +4,17 @@
 //! names ([`crate::rtpe_compat`]). The option logic itself is in [`crate::ngopts`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use relay_core::call_options::{All, MediaOptions, Tos};
 use serde_json::{Map, Value, json};
 
-use super::{Engine, error, obj, required, required_sdp, session_error_reason};
+use super::{Engine, NgError, Now, ng::required_sdp, replies::obj};
 use crate::ngmap::Request;
 use crate::ngopts::{self, Names, Pre};
 use crate::rtpe_compat::{self, Figures, PortPool};
+
+type Reply = Result<Map<String, Value>, NgError>;
 
 /// Per-call names and daemon-wide figures the compat layer keeps.
 pub(super) struct Compat {
@@ -26,20 +28,15 @@ pub(super) struct Compat {
 }
 
 impl Compat {
-    pub(super) fn new() -> Compat {
+    pub(super) fn new(now: Instant) -> Compat {
         Compat {
             names: HashMap::new(),
             instance: format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
-            started: Instant::now(),
+            started: now,
             closed: BTreeMap::new(),
             call_seconds: 0.0,
             errors: 0,
         }
-    }
-
-    /// The TOS byte the fast path writes into this call's packets, if any.
-    pub(super) fn tos(&self, call_id: &str) -> Option<u8> {
-        self.names.get(call_id).and_then(|n| n.tos)
     }
 
     pub(super) fn count_error(&mut self) {
@@ -66,50 +63,39 @@ impl Engine {
         from: Option<&str>,
         to: Option<&str>,
         reason: &'static str,
-        now: Instant,
-    ) -> Result<(), String> {
+        now: Now,
+    ) -> Result<(), relay_core::session::SessionError> {
         let age = self
             .meta
             .get(call_id)
-            .map(|m| now.duration_since(m.created_at));
+            .map(|m| now.instant.duration_since(m.created_at));
         self.delete_now(call_id, from, to)?;
         if !self.sessions.call_ids().any(|c| c == call_id) {
             self.compat.names.remove(call_id);
+            self.table.set_tos(call_id, None);
             *self.compat.closed.entry(reason).or_default() += 1;
             self.compat.call_seconds += age.map_or(0.0, |a| a.as_secs_f64());
         }
         Ok(())
     }
 
-    /// Sets the call's TOS; true when it changed (installed entries are then rewritten).
-    fn set_tos(&mut self, call_id: &str, tos: Tos) -> bool {
+    /// Sets the call's TOS (rtpengine's `TOS`: per request, absent reverts to the default,
+    /// none here); the fast path rewrites the call's entries when it changed.
+    fn set_tos(&mut self, call_id: &str, tos: Tos) {
         let names = self.compat.names.entry(call_id.to_owned()).or_default();
-        let new = tos.resolve(names.tos, None);
-        let changed = new != names.tos;
-        names.tos = new;
-        changed
+        names.tos = tos.resolve(names.tos, None);
+        self.table.set_tos(call_id, names.tos);
     }
 
-    fn reinstall(&mut self, call_id: &str) {
-        let entries = self.call_entries.get(call_id).cloned().unwrap_or_default();
-        for e in &entries {
-            self.install(call_id, e);
-        }
-    }
-
-    pub(super) fn offer_ng(
-        &mut self,
-        now: Instant,
-        req: &mut Request,
-    ) -> Result<Map<String, Value>, String> {
-        let call_id = required(req, "call-id")?;
-        let from_tag = required(req, "from-tag")?;
+    pub(super) fn ng_offer(&mut self, now: Now, req: &mut Request) -> Reply {
+        let call_id = req.required("call-id")?.to_owned();
+        let from_tag = req.required("from-tag")?.to_owned();
         let sdp = required_sdp(req)?;
-        let media = req.media_options().map_err(|e| e.to_string())?;
+        let media = req.media_options()?;
         if media.force_answer && req.str("to-tag").is_some_and(|t| !t.is_empty()) {
-            return self.answer_ng(now, req);
+            return self.ng_answer(now, req);
         }
-        let opts = req.offer_options().map_err(|e| e.to_string())?;
+        let opts = req.offer_options()?;
         if !self.meta.contains_key(&call_id)
             && let Some(r) = ngopts::load_limit(
                 self.meta.len(),
@@ -120,7 +106,7 @@ impl Engine {
             *self.compat.closed.entry("rejected").or_default() += 1;
             tracing::warn!(%call_id, limit = ?self.cfg.max_sessions, "session limit reached; offer refused");
             return match r.get("error-reason").and_then(Value::as_str) {
-                Some(reason) => Err(reason.to_owned()),
+                Some(_) => Err(NgError::SessionLimit(self.cfg.max_sessions.unwrap_or(0))),
                 None => Ok(r),
             };
         }
@@ -131,17 +117,21 @@ impl Engine {
             }
             Pre::Process(s) => s,
         };
-        let out = self
+        let mut out = self
             .sessions
             .offer(&call_id, &from_tag, &sdp, &opts)
-            .map_err(|e| session_error_reason(&e))?;
-        let (out, warnings) = ngopts::post(out, &media.codecs, true, &media, &self.compat.instance);
+            .map_err(|e| self.ports_error(e))?;
+        let (sdp, warnings) = ngopts::post(
+            std::mem::take(&mut out.sdp),
+            &media.codecs,
+            true,
+            &media,
+            &self.compat.instance,
+        );
+        out.sdp = sdp;
         self.noted(&call_id, &from_tag, &media, true);
-        let tos_changed = self.set_tos(&call_id, media.tos);
+        self.set_tos(&call_id, media.tos);
         let reply = self.rewritten(now, &call_id, out);
-        if tos_changed {
-            self.reinstall(&call_id);
-        }
         Ok(with_warnings(reply, &warnings))
     }
 
@@ -153,26 +143,22 @@ impl Engine {
         }
     }
 
-    pub(super) fn answer_ng(
-        &mut self,
-        now: Instant,
-        req: &mut Request,
-    ) -> Result<Map<String, Value>, String> {
-        let call_id = required(req, "call-id")?;
-        let from_tag = required(req, "from-tag")?;
+    pub(super) fn ng_answer(&mut self, now: Now, req: &mut Request) -> Reply {
+        let call_id = req.required("call-id")?.to_owned();
+        let from_tag = req.required("from-tag")?.to_owned();
         // rtpengine's order of checks, so a request missing both gets the same error.
         let sdp = required_sdp(req)?;
-        let to_tag = required(req, "to-tag")?;
-        let media = req.media_options().map_err(|e| e.to_string())?;
-        let opts = req.answer_options().map_err(|e| e.to_string())?;
+        let to_tag = req.required("to-tag")?.to_owned();
+        let media = req.media_options()?;
+        let opts = req.answer_options()?;
         let sdp = match ngopts::pre(&sdp, &media, opts.received_from, &self.compat.instance) {
             Pre::PassThrough(s) => return Ok(obj(json!({"result": "ok", "sdp": s}))),
             Pre::Process(s) => s,
         };
-        let out = self
+        let mut out = self
             .sessions
             .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
-            .map_err(|e| session_error_reason(&e))?;
+            .map_err(|e| self.ports_error(e))?;
         let offered = self
             .compat
             .names
@@ -180,32 +166,32 @@ impl Engine {
             .map(|n| n.offer_codecs.clone())
             .unwrap_or_default();
         let codecs = ngopts::answer_codecs(&offered, &media.codecs);
-        let (out, warnings) = ngopts::post(out, &codecs, false, &media, &self.compat.instance);
+        let (sdp, warnings) = ngopts::post(
+            std::mem::take(&mut out.sdp),
+            &codecs,
+            false,
+            &media,
+            &self.compat.instance,
+        );
+        out.sdp = sdp;
         self.noted(&call_id, &to_tag, &media, false);
-        let tos_changed = self.set_tos(&call_id, media.tos);
+        self.set_tos(&call_id, media.tos);
         let reply = self.rewritten(now, &call_id, out);
-        if tos_changed {
-            self.reinstall(&call_id);
-        }
         Ok(with_warnings(reply, &warnings))
     }
 
     /// `delete`: by tags, `label`, `via-branch`, `from-tags` or `all`; `delete delay`, `fatal`,
     /// `fast`. The reply carries the call's statistics (rtpengine's query shape) unless `fast`.
-    pub(super) fn delete_ng(
-        &mut self,
-        now: Instant,
-        req: &mut Request,
-    ) -> Result<Map<String, Value>, String> {
-        let call_id = required(req, "call-id")?;
-        let d = req.delete_options().map_err(|e| e.to_string())?;
+    pub(super) fn ng_delete(&mut self, now: Now, req: &mut Request) -> Reply {
+        let call_id = req.required("call-id")?.to_owned();
+        let d = req.delete_options()?;
         let names = self.compat.names.get(&call_id).cloned().unwrap_or_default();
         let mut from = d.from_tag.clone();
         let mut to = d.to_tag.clone();
         if let Some(l) = &d.label {
             match names.tag_of(l) {
                 Some(t) => from = Some(t.to_owned()),
-                None => return super::delete_not_found(d.fatal),
+                None => return not_found(d.fatal),
             }
         }
         // A Via branch naming one answered fork (and no to-tag) drops that fork only.
@@ -235,20 +221,21 @@ impl Engine {
                     .is_ok()
             });
         if !known {
-            return super::delete_not_found(d.fatal);
+            return not_found(d.fatal);
         }
         let reply = if d.fast {
             obj(json!({"result": "ok"}))
         } else {
-            self.query_full(&call_id)
+            self.query_full(now, &call_id)
         };
         let delay = d.delete_delay.unwrap_or(0);
         for (f, t) in targets {
             if delay > 0 {
-                let at = now + std::time::Duration::from_secs(delay);
-                self.pending_deletes.push((at, call_id.clone(), f, t));
+                let at = now.instant + Duration::from_secs(delay);
+                self.timers.delete_later(at, call_id.clone(), f, t);
             } else {
-                self.delete_counted(&call_id, f.as_deref(), t.as_deref(), "terminated", now)?;
+                self.delete_counted(&call_id, f.as_deref(), t.as_deref(), "terminated", now)
+                    .map_err(NgError::Session)?;
             }
         }
         Ok(reply)
@@ -256,8 +243,8 @@ impl Engine {
 
     /// rtpengine's query reply: per tag its media and streams with their counters (per leg),
     /// labels and Via branches, and the call's `totals` (RTP and RTCP).
-    pub(super) fn query_full(&self, call_id: &str) -> Map<String, Value> {
-        let mut reply = self.query_reply(call_id);
+    pub(super) fn query_full(&self, now: Now, call_id: &str) -> Map<String, Value> {
+        let mut reply = self.query_reply(now, call_id);
         if let Some(n) = self.compat.names.get(call_id) {
             n.annotate(&mut reply);
         }
@@ -265,10 +252,14 @@ impl Engine {
                                 "RTCP": {"packets": 0, "bytes": 0, "errors": 0}});
         for st in self.sessions.streams(call_id) {
             for leg in &st.legs {
-                for (kind, local) in [("RTP", leg.rtp), ("RTCP", leg.rtcp)] {
-                    let Some(local) = local else { continue };
-                    let s = self.stats.get(&local).copied().unwrap_or_default();
-                    let f = self.fast_counters(&local);
+                for (component, local) in leg.endpoints() {
+                    let kind = if component == relay_core::component::Component::Rtp {
+                        "RTP"
+                    } else {
+                        "RTCP"
+                    };
+                    let s = self.stats.streams.get(&local).copied().unwrap_or_default();
+                    let f = self.table.counters(&local);
                     for (k, v) in [
                         ("packets", s.packets + f.packets),
                         ("bytes", s.bytes + f.bytes),
@@ -284,12 +275,12 @@ impl Engine {
         reply
     }
 
-    pub(super) fn query_ng(&self, req: &mut Request) -> Result<Map<String, Value>, String> {
-        let call_id = req.required("call-id").map_err(|e| e.to_string())?;
+    pub(super) fn ng_query(&mut self, now: Now, req: &mut Request) -> Reply {
+        let call_id = req.required("call-id")?;
         if !self.meta.contains_key(call_id) {
-            return Err("Unknown call-id".to_owned());
+            return Err(NgError::UnknownCall);
         }
-        let mut reply = self.query_full(call_id);
+        let mut reply = self.query_full(now, call_id);
         // `label` (or `from-tag`) narrows the reply to that participant, as rtpengine does.
         let label = req.str("label").or_else(|| req.str("from-label"));
         if let Some(l) = label {
@@ -299,7 +290,7 @@ impl Engine {
                 .get(call_id)
                 .and_then(|n| n.tag_of(l))
                 .map(str::to_owned)
-                .ok_or_else(|| "Unknown call-id".to_owned())?;
+                .ok_or(NgError::UnknownCall)?;
             if let Some(Value::Object(tags)) = reply.get_mut("tags") {
                 tags.retain(|t, _| *t == tag);
             }
@@ -308,16 +299,16 @@ impl Engine {
     }
 
     /// Our figures under rtpengine's names.
-    pub fn rtpe_figures(&self) -> Figures {
+    pub fn rtpe_figures(&self, now: Instant) -> Figures {
         let (mut kernel_p, mut kernel_b) = (0, 0);
         let mut media_kernel = 0;
-        for local in self.entries.keys() {
-            let f = self.fast_counters(local);
+        for (local, _) in self.table.slots() {
+            let f = self.table.counters(&local);
             kernel_p += f.packets;
             kernel_b += f.bytes;
-            media_kernel += 1;
+            media_kernel += u64::from(self.table.get(&local).is_some());
         }
-        let user_b: u64 = self.stats.values().map(|s| s.bytes).sum();
+        let user_b: u64 = self.stats.streams.values().map(|s| s.bytes).sum();
         let streams: u64 = self
             .sessions
             .call_ids()
@@ -336,15 +327,15 @@ impl Engine {
             })
             .collect();
         let mut requests: BTreeMap<String, u64> = BTreeMap::new();
-        for ((cmd, _), n) in &self.ng_counts {
-            *requests.entry(cmd.clone()).or_default() += n;
+        for (cmd, _, n) in self.ng.counts() {
+            *requests.entry(cmd).or_default() += n;
         }
         Figures {
-            uptime_s: self.compat.started.elapsed().as_secs(),
+            uptime_s: now.saturating_duration_since(self.compat.started).as_secs(),
             sessions_own: self.meta.len() as u64,
-            sessions_managed: self.sessions_total,
+            sessions_managed: self.stats.sessions_total,
             closed: self.compat.closed.iter().map(|(r, n)| (*r, *n)).collect(),
-            packets_user: self.userspace_forwarded,
+            packets_user: self.stats.userspace_forwarded,
             bytes_user: user_b,
             packets_kernel: kernel_p,
             bytes_kernel: kernel_b,
@@ -361,8 +352,8 @@ impl Engine {
     }
 
     /// `statistics`: rtpengine's reply shape with our figures, plus our own fast-path keys.
-    pub(super) fn statistics_ng(&self, ours: Map<String, Value>) -> Map<String, Value> {
-        let mut reply = rtpe_compat::statistics_reply(&self.rtpe_figures());
+    pub(super) fn statistics_ng(&self, now: Now, ours: Map<String, Value>) -> Map<String, Value> {
+        let mut reply = rtpe_compat::statistics_reply(&self.rtpe_figures(now.instant));
         if let (Some(Value::Object(s)), Some(Value::Object(o))) =
             (reply.get_mut("statistics"), ours.get("statistics"))
         {
@@ -376,7 +367,12 @@ impl Engine {
     }
 }
 
-/// The error reply of a malformed request (bad rtpp-flags).
-pub(super) fn malformed(e: &crate::ngmap::OptionError) -> Map<String, Value> {
-    error(&e.to_string())
+/// rtpengine's reply to a delete for a call (or tags) it does not have: a warning, not an
+/// error, unless the request carries the `fatal` flag.
+fn not_found(fatal: bool) -> Reply {
+    if fatal {
+        return Err(NgError::NotFound);
+    }
+    let warning = NgError::NotFound.to_string();
+    Ok(obj(json!({"result": "ok", "warning": warning})))
 }
