@@ -14,6 +14,7 @@
 //! | `timeouts` | agents' deadlines, delete-delay, media timeouts, the batched state write |
 //! | `state` | the state file (restore, flush) |
 //! | `stats` | engine counters and the metrics snapshot |
+//! | `compat` | issue 15's NG vocabulary: offer/answer/delete/query with labels, branches, codecs, TOS, session limit; rtpengine-named statistics |
 
 mod compat;
 mod fast_path;
