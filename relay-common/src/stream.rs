@@ -45,6 +45,9 @@ pub const FLAG_SOURCE_ANY: u8 = 1;
 /// `StreamEntry::flags`: the ingress port carries RTP and RTCP (rtcp-mux) and the other leg
 /// does not: RTCP (RFC 5761 s.4: second byte 192-223) is rewritten with `rtcp_src`/`rtcp_dst`.
 pub const FLAG_RTCP_DEMUX: u8 = 2;
+/// `StreamEntry::flags`: set the forwarded packet's IPv4 TOS / IPv6 traffic class to
+/// `StreamEntry::tos` (rtpengine's `TOS` option).
+pub const FLAG_SET_TOS: u8 = 4;
 
 /// Value of the stream table.
 #[repr(C)]
@@ -61,7 +64,9 @@ pub struct StreamEntry {
     pub flags: u8,
     /// A [`Mismatch`] value.
     pub mismatch: u8,
-    pub _pad: [u8; 2],
+    /// With [`FLAG_SET_TOS`]: the TOS / traffic class byte (DSCP and ECN) of forwarded packets.
+    pub tos: u8,
+    pub _pad: u8,
     /// Index into [`STREAM_COUNTERS_MAP`](crate::names::STREAM_COUNTERS_MAP).
     pub counter_slot: u32,
     /// Egress device: 0 lets the kernel FIB choose; otherwise the FIB lookup is made as output

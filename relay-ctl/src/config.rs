@@ -38,7 +38,9 @@ pub enum ConfigError {
         "log-level = {value:?}: {why} (e.g. \"info\", \"debug\", \"info,relay_ctl::engine=debug\")"
     )]
     LogLevel { value: String, why: String },
-    #[error("interface {0:?}: no such network device")]
+    #[error(
+        "interface {0:?}: no such network device in this network namespace: check `ip link`, and run the daemon in the namespace that owns the device"
+    )]
     NoDevice(String),
     #[error(
         "interface {spec:?}: {why} (expected NAME/ADDRESS[!ADVERTISED], e.g. pub/192.0.2.1!203.0.113.1)"
@@ -144,6 +146,8 @@ pub struct Config {
     pub final_timeout: Duration,
     /// Capacity of the XDP stream table and its counters (one entry per relay endpoint).
     pub max_streams: u32,
+    /// Most calls held at once; None: no limit (rtpengine's `max-sessions`).
+    pub max_sessions: Option<u64>,
     pub ice_default: String,
     pub latching: String,
     pub ng_listen: SocketAddr,
@@ -169,6 +173,7 @@ pub struct FileConfig {
     pub silent_timeout: Option<u64>,
     pub final_timeout: Option<u64>,
     pub max_streams: Option<u32>,
+    pub max_sessions: Option<u64>,
     pub ice: Option<String>,
     pub latching: Option<String>,
     pub ng_listen: Option<SocketAddr>,
@@ -409,6 +414,7 @@ impl FileConfig {
                 flags.final_timeout.or(self.final_timeout).unwrap_or(0),
             ),
             max_streams,
+            max_sessions: flags.max_sessions.or(self.max_sessions).filter(|&n| n > 0),
             ice_default,
             latching,
             ng_listen: flags

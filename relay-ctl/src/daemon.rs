@@ -117,7 +117,11 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "NG socket receive"),
             },
             Some(reply) = mreq_rx.recv() => {
-                let _ = reply.send(metrics::render(&engine.metrics()));
+                let _ = reply.send(format!(
+                    "{}{}",
+                    metrics::render(&engine.metrics()),
+                    crate::rtpe_compat::render_metrics(&engine.rtpe_figures(now().instant))
+                ));
             }
             Some(inbound) = in_rx.recv() => {
                 engine.handle_inbound(now(), inbound);

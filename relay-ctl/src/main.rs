@@ -164,6 +164,9 @@ struct DaemonArgs {
     /// Capacity of the XDP stream table, one entry per relay endpoint; pinned maps keep their size [default: 65536].
     #[arg(long, value_name = "N")]
     max_streams: Option<u32>,
+    /// Most calls held at once (rtpengine's max-sessions); an offer for a new call beyond it gets `load limit` (proxies that say they support it) or an error [default: 0, no limit].
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<u64>,
     /// Default ICE handling: default, force, remove, optional [default: default].
     #[arg(long)]
     ice: Option<String>,
@@ -202,6 +205,7 @@ impl DaemonArgs {
             silent_timeout: self.silent_timeout,
             final_timeout: self.final_timeout,
             max_streams: self.max_streams,
+            max_sessions: self.max_sessions,
             ice: self.ice.clone(),
             latching: self.latching.clone(),
             ng_listen: self.ng_listen,

@@ -1,8 +1,14 @@
 //! rtpengine NG dictionary keys -> relay-core offer/answer options. rtpengine accepts keys with
 //! dashes, spaces or underscores and lists or single strings for list-valued keys; so do we.
+//! An `rtpp-flags` string ([`relay_core::rtpp_flags`]) is merged into the dictionary first, and
+//! prefixed flags (`replace-origin`, `codec-strip-PCMA`) go to their lists, so every form a proxy
+//! may send ends in the same options.
 
 use std::net::IpAddr;
 
+use relay_core::call_options::{All, DeleteOptions, MediaOptions, Tos};
+use relay_core::codecs::CodecOptions;
+use relay_core::rtpp_flags;
 use relay_core::session::{
     AddressFamily, AnswerOptions, Flags, IceOption, OfferOptions, Replace, RtcpMuxOption,
 };
@@ -21,7 +27,32 @@ pub enum OptionError {
     Missing(&'static str),
     #[error("Invalid value for '{key}': {value}")]
     Invalid { key: &'static str, value: String },
+    /// rtpengine's own wording for a bad value.
+    #[error("{0}")]
+    Worded(&'static str),
+    #[error("Failed to parse rtpp-flags: {0}")]
+    RtppFlags(#[from] rtpp_flags::RtppFlagsError),
 }
+
+/// Flags (normalised) the relay acts on or accepts; any other is reported as unknown.
+const KNOWN_FLAGS: &[&str] = &[
+    "trust-address",
+    "symmetric",
+    "asymmetric",
+    "strict-source",
+    "media-handover",
+    "port-latching",
+    "sip-source-address",
+    "loop-protect",
+    "no-redis-update",
+    "force",
+    "always-transcode",
+    "force-answer",
+    "all",
+    "to-tag",
+    "fatal",
+    "fast",
+];
 
 pub fn normalise(key: &str) -> String {
     key.to_ascii_lowercase().replace([' ', '_'], "-")
@@ -33,6 +64,44 @@ impl Request {
             dict: raw.iter().map(|(k, v)| (normalise(k), v.clone())).collect(),
             unknown: Vec::new(),
         }
+    }
+
+    /// A request as it arrives: its `rtpp-flags` string merged in and prefixed flags expanded.
+    /// A malformed flag string is an error and nothing of the request is used.
+    pub fn parse(raw: &Map<String, Value>) -> Result<Request, OptionError> {
+        let mut dict = raw.clone();
+        let mut unknown = Vec::new();
+        let key = dict.keys().find(|k| normalise(k) == "rtpp-flags").cloned();
+        if let Some(key) = key {
+            match dict.remove(&key) {
+                Some(Value::String(s)) => {
+                    let parsed = rtpp_flags::parse(&s)?;
+                    unknown.extend(
+                        parsed
+                            .unknown
+                            .into_iter()
+                            .map(|k| format!("rtpp-flags key {k}")),
+                    );
+                    rtpp_flags::merge(&mut dict, parsed.dict);
+                }
+                Some(v) => {
+                    return Err(OptionError::Invalid {
+                        key: "rtpp-flags",
+                        value: v.to_string(),
+                    });
+                }
+                None => {}
+            }
+        }
+        rtpp_flags::expand_flags(&mut dict);
+        let mut r = Request::new(&dict);
+        r.unknown = unknown;
+        Ok(r)
+    }
+
+    /// Whether the `flags` list holds `flag` (normalised).
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.list("flags").iter().any(|f| normalise(f) == flag)
     }
 
     pub fn str(&self, key: &str) -> Option<&str> {
@@ -92,6 +161,7 @@ impl Request {
                 "strict-source" => f.strict_source = true,
                 "media-handover" => f.media_handover = true,
                 "port-latching" => f.port_latching = true,
+                other if KNOWN_FLAGS.contains(&other) => {}
                 other => self.unknown.push(format!("flag {other}")),
             }
         }
@@ -215,80 +285,169 @@ impl Request {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn req(v: Value) -> Request {
-        Request::new(v.as_object().unwrap())
-    }
-
-    #[test]
-    fn offer_options_from_rtpengine_keys() {
-        let mut r = req(json!({
-            "call-id": "c", "ICE": "force", "rtcp-mux": ["demux"], "flags": ["trust-address", "symmetric", "loop-protect"],
-            "replace": ["origin", "session connection"], "direction": ["int", "ext"],
-            "address family": "IP6", "received from": ["IP4", "192.0.2.9"],
-        }));
-        let o = r.offer_options().unwrap();
-        assert_eq!(o.ice, IceOption::Force);
-        assert_eq!(o.rtcp_mux, RtcpMuxOption::Demux);
-        assert!(o.flags.trust_address && o.flags.symmetric && !o.flags.strict_source);
-        assert!(o.replace.origin && o.replace.session_connection);
-        assert_eq!(o.direction, Some(("int".into(), "ext".into())));
-        assert_eq!(o.address_family, Some(AddressFamily::Ip6));
-        assert_eq!(o.received_from, Some("192.0.2.9".parse().unwrap()));
-        assert_eq!(r.unknown, vec!["flag loop-protect".to_owned()]);
-        assert_eq!(r.required("call-id"), Ok("c"));
-        assert_eq!(
-            r.required("from-tag"),
-            Err(OptionError::Missing("from-tag"))
-        );
-    }
-
-    #[test]
-    fn single_strings_and_underscored_keys_are_accepted() {
-        let mut r =
-            req(json!({"rtcp_mux": "require", "flags": "strict-source", "delete delay": "30"}));
-        let o = r.offer_options().unwrap();
-        assert_eq!(o.rtcp_mux, RtcpMuxOption::Require);
-        let both = req(json!({"rtcp-mux": ["reject", "offer"]}))
-            .offer_options()
-            .unwrap();
-        assert_eq!(both.rtcp_mux, RtcpMuxOption::OfferReject);
-        assert!(o.flags.strict_source);
-        assert_eq!(r.int("delete-delay"), Ok(Some(30)));
-    }
-
-    #[test]
-    fn ice_in_the_answer_is_read_and_absent_means_none() {
-        let a = req(json!({"ICE": "force"})).answer_options().unwrap();
-        assert_eq!(a.ice, Some(IceOption::Force));
-        assert_eq!(req(json!({})).answer_options().unwrap().ice, None);
-        assert!(req(json!({"ICE": "never"})).answer_options().is_err());
-    }
-
-    #[test]
-    fn bad_values_are_errors_not_defaults() {
-        for bad in [
-            json!({"ICE": "sometimes"}),
-            json!({"direction": ["only-one"]}),
-            json!({"address family": "IPX"}),
-            json!({"received from": ["IP4", "not-an-ip"]}),
-        ] {
-            assert!(req(bad.clone()).offer_options().is_err(), "{bad} accepted");
+impl Request {
+    /// A string key that, when present, must be a non-empty string.
+    fn opt_str(&self, key: &'static str) -> Result<Option<String>, OptionError> {
+        match self.dict.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(v) => Err(OptionError::Invalid {
+                key,
+                value: v.to_string(),
+            }),
         }
-        assert!(
-            req(json!({"delete delay": "soon"}))
-                .int("delete-delay")
-                .is_err()
-        );
-        assert!(
-            req(json!({"delete delay": -3}))
-                .int("delete-delay")
-                .is_err()
-        );
+    }
+
+    /// A signed integer given as a number or a decimal string.
+    fn signed(&self, key: &'static str) -> Result<Option<i64>, OptionError> {
+        match self.dict.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| OptionError::Invalid {
+                key,
+                value: n.to_string(),
+            }),
+            Some(Value::String(s)) => {
+                s.trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| OptionError::Invalid {
+                        key,
+                        value: s.clone(),
+                    })
+            }
+            Some(v) => Err(OptionError::Invalid {
+                key,
+                value: v.to_string(),
+            }),
+        }
+    }
+
+    fn label(&self) -> Result<Option<String>, OptionError> {
+        Ok(match self.opt_str("label")? {
+            Some(l) => Some(l),
+            None => self.opt_str("from-label")?,
+        })
+    }
+
+    /// The `codec` dictionary; a list or string per operation.
+    fn codecs(&mut self) -> Result<CodecOptions, OptionError> {
+        let mut c = CodecOptions::default();
+        let Some(v) = self.dict.get("codec").cloned() else {
+            return Ok(c);
+        };
+        let Value::Object(ops) = v else {
+            return Err(OptionError::Invalid {
+                key: "codec",
+                value: v.to_string(),
+            });
+        };
+        for (op, val) in ops {
+            let items: Vec<String> = match val {
+                Value::String(s) => vec![s],
+                Value::Array(a) => a
+                    .into_iter()
+                    .map(|i| match i {
+                        Value::String(s) => Ok(s),
+                        other => Err(OptionError::Invalid {
+                            key: "codec",
+                            value: other.to_string(),
+                        }),
+                    })
+                    .collect::<Result<_, _>>()?,
+                other => {
+                    return Err(OptionError::Invalid {
+                        key: "codec",
+                        value: other.to_string(),
+                    });
+                }
+            };
+            match normalise(&op).as_str() {
+                "strip" => c.strip.extend(items),
+                "mask" | "consume" => c.mask.extend(items),
+                "except" => c.except.extend(items),
+                "offer" => c.offer.extend(items),
+                "accept" => c.accept.extend(items),
+                "transcode" => c.transcode.extend(items),
+                other => self.unknown.push(format!("codec {other}")),
+            }
+        }
+        Ok(c)
+    }
+
+    /// Options of `offer`/`answer` beyond the session's own ([`MediaOptions`]).
+    pub fn media_options(&mut self) -> Result<MediaOptions, OptionError> {
+        let media_address = match self.opt_str("media-address")? {
+            None => None,
+            Some(a) => Some(
+                a.parse::<IpAddr>()
+                    .map_err(|_| OptionError::Worded("Could not parse 'media-address'"))?,
+            ),
+        };
+        let tos = match self.signed("tos")? {
+            None => Tos::Default,
+            Some(v) => Tos::from_int(v),
+        };
+        Ok(MediaOptions {
+            label: self.label()?,
+            via_branch: self.opt_str("via-branch")?,
+            media_address,
+            sip_source_address: self.has_flag("sip-source-address"),
+            codecs: self.codecs()?,
+            tos,
+            loop_protect: self.has_flag("loop-protect"),
+            always_transcode: self.has_flag("always-transcode"),
+            no_redis_update: self.has_flag("no-redis-update"),
+            force: self.has_flag("force"),
+            force_answer: self.has_flag("force-answer"),
+            supports_load_limit: self
+                .list("supports")
+                .iter()
+                .any(|s| normalise(s) == "load-limit"),
+        })
+    }
+
+    /// What `delete` (and `query`) select.
+    pub fn delete_options(&mut self) -> Result<DeleteOptions, OptionError> {
+        let all = match self.opt_str("all")?.as_deref().map(normalise).as_deref() {
+            None if self.has_flag("all") => All::All,
+            None | Some("none") => All::None,
+            Some("all") => All::All,
+            Some("offer-answer") => All::OfferAnswer,
+            Some("not-offer-answer" | "non-offer-answer" | "except-offer-answer") => {
+                All::NonOfferAnswer
+            }
+            Some("flows") => All::Flows,
+            Some(v) => {
+                return Err(OptionError::Invalid {
+                    key: "all",
+                    value: v.to_owned(),
+                });
+            }
+        };
+        Ok(DeleteOptions {
+            from_tag: self.opt_str("from-tag")?,
+            to_tag: self.opt_str("to-tag")?,
+            from_tags: self.list("from-tags"),
+            via_branch: self.opt_str("via-branch")?,
+            label: self.label()?,
+            all,
+            delete_delay: self.int("delete-delay")?,
+            fatal: self.has_flag("fatal"),
+            fast: self.has_flag("fast"),
+            to_tag_flag: self.has_flag("to-tag"),
+        })
+    }
+
+    /// Keys of the request no part of the relay reads, for the caller to log once.
+    pub fn unknown_keys(&self) -> Vec<String> {
+        self.dict
+            .keys()
+            .filter(|k| !rtpp_flags::KNOWN_KEYS.contains(&k.as_str()))
+            .map(|k| format!("key {k}"))
+            .collect()
     }
 }
+
+#[cfg(test)]
+#[path = "ngmap_tests.rs"]
+mod tests;

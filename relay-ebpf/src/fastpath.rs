@@ -12,7 +12,8 @@ use aya_ebpf::{
 use relay_common::{
     stats::Reason,
     stream::{
-        Endpoint, FAMILY_V4, FAMILY_V6, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, Mismatch, StreamKey,
+        Endpoint, FAMILY_V4, FAMILY_V6, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, Mismatch,
+        StreamKey,
     },
 };
 
@@ -151,6 +152,9 @@ fn forward<C: Egress>(
         (true, true) => rewrite_v6(ctx, flow, &rw)?,
         (false, true) => v4_to_v6(ctx, flow, &rw)?,
         (true, false) => v6_to_v4(ctx, flow, &rw)?,
+    }
+    if entry.flags & FLAG_SET_TOS != 0 {
+        crate::tos::set(ctx, flow.l3, out_v6, entry.tos).map_err(|()| Reason::PassTruncated)?;
     }
     let reason = send(ctx, &hop)?;
     // Only a frame that left counts as the stream's media (and keeps the call alive).

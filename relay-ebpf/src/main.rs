@@ -10,6 +10,7 @@ mod fastpath;
 mod hook;
 mod net;
 mod parse;
+mod tos;
 
 use aya_ebpf::{
     bindings::{

@@ -6,6 +6,7 @@ pub mod call;
 pub mod daemon;
 pub mod frames;
 pub mod ice;
+pub mod kamailio;
 pub mod netns;
 pub mod rtpengine;
 pub mod service;

@@ -147,7 +147,7 @@ fn datapath_is_reported_and_a_vanished_device_is_survived() {
             .any(|l| l.starts_with(t.caller.relay_dev.as_str()) && l.contains(" tc ")),
         "{text}"
     );
-    let (ok, json_text) = relay_ctl(&t.relay, &["--json", "stats", "--pin-dir", &pins]);
+    let (ok, json_text) = relay_ctl(&t.relay, &["stats", "--json", "--pin-dir", &pins]);
     assert!(ok, "{json_text}");
     let v: Value = serde_json::from_str(&json_text).unwrap();
     assert_eq!(

@@ -52,6 +52,9 @@ use relay_tests::{
 };
 use serde_json::{Map, Value, json};
 
+#[path = "ng_equivalence/options.rs"]
+mod options;
+
 /// Same names and addresses for both servers: the service address (v4 and v6) and the two
 /// link addresses for `direction`.
 const INTERFACES: &[&str] = &[
@@ -127,6 +130,17 @@ enum Step {
         req: Value,
         ours: &'static str,
         rtpengine: &'static str,
+    },
+    /// Sent to both; the values at these JSON pointers must be equal (and present).
+    Same {
+        req: Value,
+        pointers: &'static [&'static str],
+    },
+    /// Sent to both; at each JSON pointer both have an object, and ours has every key
+    /// rtpengine's has.
+    Keys {
+        req: Value,
+        pointers: &'static [&'static str],
     },
 }
 
@@ -452,6 +466,9 @@ fn normalise_sdp(sdp: &str, input: &str, ports: &mut Ports) -> Vec<String> {
             session_ice.push("a=ice-ufrag:<UFRAG>".to_owned());
         } else if l.starts_with("a=ice-pwd:") {
             session_ice.push("a=ice-pwd:<PWD>".to_owned());
+        } else if l.starts_with("a=rtpengine:") {
+            // loop protect: each server's own instance id.
+            out.push("a=rtpengine:<ID>".to_owned());
         } else {
             out.push(l.to_owned());
         }
@@ -793,6 +810,40 @@ fn step<'a>(
                 ));
             }
         }
+        Step::Same { req, pointers } => {
+            let (o, r) = (Value::Object(ours.call(req)), Value::Object(rtpe.call(req)));
+            for p in *pointers {
+                if o.pointer(p).is_none() || o.pointer(p) != r.pointer(p) {
+                    differ(format!(
+                        "{p}: ours {:?}, rtpengine {:?}",
+                        o.pointer(p),
+                        r.pointer(p)
+                    ));
+                }
+            }
+        }
+        Step::Keys { req, pointers } => {
+            let (o, r) = (Value::Object(ours.call(req)), Value::Object(rtpe.call(req)));
+            for p in *pointers {
+                match (
+                    o.pointer(p).and_then(Value::as_object),
+                    r.pointer(p).and_then(Value::as_object),
+                ) {
+                    (Some(om), Some(rm)) => {
+                        let missing: Vec<&String> =
+                            rm.keys().filter(|k| !om.contains_key(*k)).collect();
+                        if !missing.is_empty() {
+                            differ(format!("{p}: ours lacks {missing:?}"));
+                        }
+                    }
+                    (om, rm) => differ(format!(
+                        "{p}: ours {}, rtpengine {}",
+                        om.is_some(),
+                        rm.is_some()
+                    )),
+                }
+            }
+        }
         Step::GoneWithin(call, limit) => {
             let req = json!({"command": "query", "call-id": call});
             for srv in [&*ours, &*rtpe] {
@@ -845,7 +896,8 @@ fn same_ng_conversation_gives_equivalent_results() {
 
     let hosts = Hosts::new(&t);
     let mut diffs = Vec::new();
-    let cases = cases();
+    let mut cases = cases();
+    cases.extend(options::cases());
     for case in &cases {
         // Fresh placeholders per conversation.
         let mut ours = Server {

@@ -176,14 +176,38 @@ const PEER_PACKAGE: &str = "rtpengine-daemon";
 /// Where Debian's invoke-rc.d looks for a policy; exit code 101 means "do not start services".
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
-/// Installs rtpengine (Debian's `rtpengine-daemon`) for the NG equivalence tests. Idempotent:
-/// nothing happens when the `rtpengine` binary is already on the machine. The package's
-/// maintainer scripts would start the system service; the tests run their own instances in
-/// namespaces, so a policy-rc.d forbids that start for the duration of the install, and a
-/// daemon that started anyway (pid file of the init script, absent before) is stopped.
+/// What the Kamailio test needs beside rtpengine: Kamailio (5.6 in Debian 12, its rtpengine
+/// module included) and sipp (Debian's `sip-tester`), each with the file that shows it is there.
+const SIP_PACKAGES: &[(&str, &str)] = &[
+    (
+        "kamailio",
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules/rtpengine.so",
+    ),
+    ("sip-tester", "/usr/bin/sipp"),
+];
+
+/// Installs rtpengine (Debian's `rtpengine-daemon`) for the NG equivalence tests, and Kamailio
+/// and sipp for the Kamailio test. Idempotent: nothing happens when all are on the machine. The
+/// packages' maintainer scripts would start the system services; the tests run their own
+/// instances in namespaces, so a policy-rc.d forbids that start for the duration of the
+/// install, and an rtpengine that started anyway (pid file of the init script, absent before)
+/// is stopped.
 pub fn install_peers() -> Result<()> {
-    if let Some(bin) = rtpengine_bin() {
-        report("rtpengine", &format!("present ({})", bin.display()));
+    let mut missing: Vec<String> = SIP_PACKAGES
+        .iter()
+        .filter(|(_, file)| !std::path::Path::new(file).exists())
+        .map(|(pkg, _)| (*pkg).to_owned())
+        .collect();
+    for (pkg, file) in SIP_PACKAGES {
+        if !missing.iter().any(|m| m == pkg) {
+            report(pkg, &format!("present ({file})"));
+        }
+    }
+    match rtpengine_bin() {
+        Some(bin) => report("rtpengine", &format!("present ({})", bin.display())),
+        None => missing.push(PEER_PACKAGE.to_owned()),
+    }
+    if missing.is_empty() {
         return Ok(());
     }
     let t0 = Instant::now();
@@ -195,20 +219,15 @@ pub fn install_peers() -> Result<()> {
         .collect();
     let _policy = PolicyGuard::install()?;
     // The package lists are fetched once per machine: only when apt knows no candidate yet.
-    if !apt_has_candidate(PEER_PACKAGE) {
+    if !missing.iter().all(|p| apt_has_candidate(p)) {
         run(Command::new("apt-get").args(["update", "-q"]))
             .context("apt-get update failed (are you root, is the Debian mirror reachable?)")?;
     }
     run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            PEER_PACKAGE,
-        ]))
-    .with_context(|| format!("apt-get install {PEER_PACKAGE} failed"))?;
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing))
+    .with_context(|| format!("apt-get install {} failed", missing.join(" ")))?;
     drop(_policy);
     // Only a daemon whose pid file appeared during this install is ours to stop.
     for (file, before) in pid_files.iter().zip(pid_before) {
@@ -229,9 +248,9 @@ pub fn install_peers() -> Result<()> {
         bail!("{PEER_PACKAGE} installed but no rtpengine binary found");
     };
     report(
-        "rtpengine",
+        &missing.join(", "),
         &format!(
-            "installed ({}) in {:.1}s",
+            "installed (rtpengine at {}) in {:.1}s",
             bin.display(),
             t0.elapsed().as_secs_f64()
         ),

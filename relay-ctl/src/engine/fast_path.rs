@@ -8,7 +8,8 @@ use std::{
 };
 
 use relay_common::stream::{
-    Endpoint, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, Mismatch, StreamCounters, StreamEntry, StreamKey,
+    Endpoint, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, Mismatch, StreamCounters,
+    StreamEntry, StreamKey,
 };
 use relay_core::forwarding::{ForwardingEntry, MismatchPolicy, diff};
 
@@ -57,6 +58,8 @@ pub struct StreamTable {
     by_call: HashMap<String, Vec<ForwardingEntry>>,
     slots: HashMap<SocketAddr, u32>,
     free_slots: Vec<u32>,
+    /// The TOS byte each call's packets get (rtpengine's `TOS`); absent: left as sent.
+    tos: HashMap<String, u8>,
 }
 
 impl StreamTable {
@@ -76,6 +79,7 @@ impl StreamTable {
             slots: saved_slots.into_iter().collect(),
             // Slot 0 stays unused so a zeroed entry never counts into a live stream.
             free_slots: (1..capacity).rev().filter(|s| !taken.contains(s)).collect(),
+            tos: HashMap::new(),
         })
     }
 
@@ -113,6 +117,22 @@ impl StreamTable {
         }
     }
 
+    /// Sets the TOS of `call_id`'s forwarded packets (None: left as sent); its installed
+    /// entries are rewritten when it changed.
+    pub fn set_tos(&mut self, call_id: &str, tos: Option<u8>) {
+        let old = match tos {
+            Some(t) => self.tos.insert(call_id.to_owned(), t),
+            None => self.tos.remove(call_id),
+        };
+        if old == tos {
+            return;
+        }
+        let entries = self.by_call.get(call_id).cloned().unwrap_or_default();
+        for e in &entries {
+            self.install(call_id, e);
+        }
+    }
+
     /// A relay endpoint went away: its counter slot is free again.
     pub fn release(&mut self, local: &SocketAddr) {
         if let Some(slot) = self.slots.remove(local) {
@@ -147,9 +167,10 @@ impl StreamTable {
                 s
             }
         };
+        let tos = self.tos.get(call_id).copied();
         self.pending.push(MapOp::Insert(
             StreamKey::from(e.local),
-            stream_entry(e, slot),
+            stream_entry(e, slot, tos),
         ));
     }
 
@@ -210,11 +231,14 @@ impl StreamTable {
 }
 
 /// A forwarding entry in the XDP program's layout.
-fn stream_entry(e: &ForwardingEntry, slot: u32) -> StreamEntry {
+fn stream_entry(e: &ForwardingEntry, slot: u32, tos: Option<u8>) -> StreamEntry {
     let (mut flags, expected) = match e.expected_source {
         Some(a) => (0, Endpoint::from(a)),
         None => (FLAG_SOURCE_ANY, Endpoint::default()),
     };
+    if tos.is_some() {
+        flags |= FLAG_SET_TOS;
+    }
     let (rtcp_src, rtcp_dst) = match e.rtcp_rewrite {
         Some(r) => {
             flags |= FLAG_RTCP_DEMUX;
@@ -234,7 +258,8 @@ fn stream_entry(e: &ForwardingEntry, slot: u32) -> StreamEntry {
             MismatchPolicy::Userspace | MismatchPolicy::Handover => Mismatch::Userspace,
             MismatchPolicy::Forward => Mismatch::Forward,
         } as u8,
-        _pad: [0; 2],
+        tos: tos.unwrap_or(0),
+        _pad: 0,
         counter_slot: slot,
         egress_ifindex: 0,
         rtcp_src,

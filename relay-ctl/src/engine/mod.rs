@@ -14,7 +14,9 @@
 //! | `timeouts` | agents' deadlines, delete-delay, media timeouts, the batched state write |
 //! | `state` | the state file (restore, flush) |
 //! | `stats` | engine counters and the metrics snapshot |
+//! | `compat` | issue 15's NG vocabulary: offer/answer/delete/query with labels, branches, codecs, TOS, session limit; rtpengine-named statistics |
 
+mod compat;
 mod fast_path;
 mod ice;
 mod ng;
@@ -127,6 +129,8 @@ pub struct Engine {
     /// Datagrams to send once the state they follow from is durable and in the fast path
     /// ([`Engine::commit`]): a peer answering them then finds the entry in place.
     outbox: Vec<Outgoing>,
+    /// Labels, Via branches, TOS and rtpengine-named figures (issue 15).
+    compat: compat::Compat,
 }
 
 struct Outgoing {
@@ -208,6 +212,7 @@ impl Engine {
             ng: NgServer::default(),
             stats: Stats::default(),
             outbox: Vec::new(),
+            compat: compat::Compat::new(now.instant),
         };
         for (call_id, created) in calls {
             let created = state::from_epoch(created);

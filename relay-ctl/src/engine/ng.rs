@@ -17,7 +17,7 @@ use super::{
     replies::{error, obj},
 };
 use crate::{
-    ngmap::{OptionError, Request, normalise},
+    ngmap::{OptionError, Request},
     ngwire::{self, Encoding, WireError},
 };
 
@@ -46,6 +46,10 @@ pub enum NgError {
     /// What the sessions refused, in our words (rtpengine has none for it).
     #[error(transparent)]
     Session(SessionError),
+    /// `--max-sessions` reached and the proxy does not support `load limit` (rtpengine's
+    /// wording first).
+    #[error("Parallel session limit reached ({0} calls, --max-sessions)")]
+    SessionLimit(u64),
     #[error(
         "Out of file descriptors (limit {limit}): relay ports are left but cannot be opened; \
          raise LimitNOFILE (the port range needs {needed})"
@@ -100,13 +104,31 @@ impl Engine {
         }
         let (command, reply, enc) = match ngwire::decode(body) {
             Ok((raw, enc)) => {
-                let mut req = Request::new(&raw);
-                let command = req.str("command").unwrap_or("").to_owned();
-                let call_id = req.str("call-id").unwrap_or("").to_owned();
-                let reply = self
-                    .dispatch(now, &command, &mut req)
-                    .unwrap_or_else(|e| error(&e.to_string()));
-                for u in std::mem::take(&mut req.unknown) {
+                // A malformed rtpp-flags string is an error; nothing of the request is used.
+                let (command, call_id, reply, unknown) = match Request::parse(&raw) {
+                    Ok(mut req) => {
+                        let command = req.str("command").unwrap_or("").to_owned();
+                        let call_id = req.str("call-id").unwrap_or("").to_owned();
+                        let reply = self
+                            .dispatch(now, &command, &mut req)
+                            .unwrap_or_else(|e| error(&e.to_string()));
+                        let mut unknown = std::mem::take(&mut req.unknown);
+                        unknown.extend(req.unknown_keys());
+                        (command, call_id, reply, unknown)
+                    }
+                    Err(e) => {
+                        let req = Request::new(&raw);
+                        let command = req.str("command").unwrap_or("").to_owned();
+                        let call_id = req.str("call-id").unwrap_or("").to_owned();
+                        (
+                            command,
+                            call_id,
+                            error(&NgError::from(e).to_string()),
+                            Vec::new(),
+                        )
+                    }
+                };
+                for u in unknown {
                     if self.ng.logged_unknown.insert(u.clone()) {
                         tracing::info!(option = %u, "ignoring unknown NG option (logged once)");
                     }
@@ -132,6 +154,9 @@ impl Engine {
             .and_then(Value::as_str)
             .unwrap_or("?")
             .to_owned();
+        if result == "error" {
+            self.compat.count_error();
+        }
         *self.ng.counts.entry((command, result)).or_default() += 1;
         let mut out = cookie.to_vec();
         out.push(b' ');
@@ -148,14 +173,14 @@ impl Engine {
             "delete" => self.ng_delete(now, req),
             "query" => self.ng_query(now, req),
             "list" => Ok(self.list_reply(req)),
-            "statistics" => Ok(self.statistics_reply()),
+            "statistics" => Ok(self.statistics_ng(now, self.statistics_reply())),
             "" => Err(NgError::NoCommand),
             _ => Err(NgError::UnknownCommand),
         }
     }
 
     /// "No free ports" when the real shortage is file descriptors says so, with the numbers.
-    fn ports_error(&self, e: SessionError) -> NgError {
+    pub(super) fn ports_error(&self, e: SessionError) -> NgError {
         match e {
             SessionError::Ports(relay_core::ports::PortError::Exhausted { .. })
                 if self.sockets.descriptors_exhausted() =>
@@ -171,34 +196,8 @@ impl Engine {
         }
     }
 
-    fn ng_offer(&mut self, now: Now, req: &mut Request) -> Reply {
-        let call_id = req.required("call-id")?.to_owned();
-        let from_tag = req.required("from-tag")?.to_owned();
-        let sdp = required_sdp(req)?;
-        let opts = req.offer_options()?;
-        let out = self
-            .sessions
-            .offer(&call_id, &from_tag, &sdp, &opts)
-            .map_err(|e| self.ports_error(e))?;
-        Ok(self.rewritten(now, &call_id, out))
-    }
-
-    fn ng_answer(&mut self, now: Now, req: &mut Request) -> Reply {
-        let call_id = req.required("call-id")?.to_owned();
-        let from_tag = req.required("from-tag")?.to_owned();
-        // rtpengine's order of checks, so a request missing both gets the same error.
-        let sdp = required_sdp(req)?;
-        let to_tag = req.required("to-tag")?.to_owned();
-        let opts = req.answer_options()?;
-        let out = self
-            .sessions
-            .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
-            .map_err(|e| self.ports_error(e))?;
-        Ok(self.rewritten(now, &call_id, out))
-    }
-
     /// After an offer or answer: the call's sockets, entries and agents follow the new state.
-    fn rewritten(
+    pub(super) fn rewritten(
         &mut self,
         now: Now,
         call_id: &str,
@@ -208,48 +207,10 @@ impl Engine {
         self.sync_call(call_id, out.update.into());
         obj(serde_json::json!({"result": "ok", "sdp": out.sdp}))
     }
-
-    fn ng_delete(&mut self, now: Now, req: &mut Request) -> Reply {
-        let call_id = req.required("call-id")?.to_owned();
-        let tag = |key| req.str(key).filter(|s| !s.is_empty()).map(str::to_owned);
-        let (from_tag, to_tag) = (tag("from-tag"), tag("to-tag"));
-        let delay = req.int("delete-delay")?.unwrap_or(0);
-        let fatal = req.list("flags").iter().any(|f| normalise(f) == "fatal");
-        let known = self.meta.contains_key(&call_id)
-            && self
-                .sessions
-                .check_tags(&call_id, from_tag.as_deref(), to_tag.as_deref())
-                .is_ok();
-        if !known {
-            // rtpengine's reply: a warning, not an error, unless the request says `fatal`.
-            if fatal {
-                return Err(NgError::NotFound);
-            }
-            let warning = NgError::NotFound.to_string();
-            return Ok(obj(serde_json::json!({"result": "ok", "warning": warning})));
-        }
-        let reply = self.query_reply(now, &call_id);
-        if delay > 0 {
-            let at = now.instant + Duration::from_secs(delay);
-            self.timers.delete_later(at, call_id, from_tag, to_tag);
-        } else {
-            self.delete_now(&call_id, from_tag.as_deref(), to_tag.as_deref())
-                .map_err(NgError::Session)?;
-        }
-        Ok(reply)
-    }
-
-    fn ng_query(&mut self, now: Now, req: &mut Request) -> Reply {
-        let call_id = req.required("call-id")?;
-        if !self.meta.contains_key(call_id) {
-            return Err(NgError::UnknownCall);
-        }
-        Ok(self.query_reply(now, call_id))
-    }
 }
 
 /// The `sdp` key, or rtpengine's error for its absence.
-fn required_sdp(req: &Request) -> Result<String, NgError> {
+pub(super) fn required_sdp(req: &Request) -> Result<String, NgError> {
     req.required("sdp")
         .map(str::to_owned)
         .map_err(|_| NgError::NoSdp)

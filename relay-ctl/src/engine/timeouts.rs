@@ -68,7 +68,9 @@ impl Engine {
             return;
         }
         for (_, call_id, from, to) in due {
-            if let Err(e) = self.delete_now(&call_id, from.as_deref(), to.as_deref()) {
+            let done =
+                self.delete_counted(&call_id, from.as_deref(), to.as_deref(), "terminated", now);
+            if let Err(e) = done {
                 tracing::debug!(%call_id, error = %e, "delayed delete");
             }
         }
@@ -89,29 +91,33 @@ impl Engine {
                 m.last_activity = t;
             }
         }
-        let expired: Vec<String> = self
+        // With rtpengine's reason labels (`rtpengine_closed_sessions_total{reason=...}`).
+        let expired: Vec<(String, &'static str)> = self
             .meta
             .iter()
-            .filter(|(c, m)| {
+            .filter_map(|(c, m)| {
                 // Calls on hold get rtpengine's silent timeout instead of the media timeout.
-                let limit = if self.sessions.is_muted(c) {
-                    self.cfg.silent_timeout
+                let (limit, reason) = if self.sessions.is_muted(c) {
+                    (self.cfg.silent_timeout, "silent_timeout")
                 } else {
-                    self.cfg.media_timeout
+                    (self.cfg.media_timeout, "timeout")
                 };
                 let idle = now.instant.duration_since(m.last_activity) > limit;
                 let final_ = !self.cfg.final_timeout.is_zero()
                     && now.instant.duration_since(m.created_at) > self.cfg.final_timeout;
-                idle || final_
+                match (idle, final_) {
+                    (_, true) => Some((c.clone(), "final_timeout")),
+                    (true, false) => Some((c.clone(), reason)),
+                    _ => None,
+                }
             })
-            .map(|(c, _)| c.clone())
             .collect();
         if expired.is_empty() {
             return;
         }
-        for call_id in expired {
-            tracing::info!(%call_id, "call timed out");
-            if let Err(e) = self.delete_now(&call_id, None, None) {
+        for (call_id, reason) in expired {
+            tracing::info!(%call_id, reason, "call timed out");
+            if let Err(e) = self.delete_counted(&call_id, None, None, reason, now) {
                 tracing::warn!(%call_id, error = %e, "deleting timed-out call");
                 self.meta.remove(&call_id);
             }

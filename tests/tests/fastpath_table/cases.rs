@@ -3,7 +3,7 @@
 
 use relay_common::{
     stats::Reason,
-    stream::{Endpoint, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, Mismatch, StreamEntry},
+    stream::{Endpoint, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, Mismatch, StreamEntry},
 };
 use relay_tests::frames::{self, Vlan};
 
@@ -71,6 +71,7 @@ pub fn cases() -> Vec<Case> {
                 src: sa("10.10.2.1:30002"),
                 dst: sa("10.10.2.2:5000"),
                 zero_csum: true,
+                tos: None,
             }),
         },
         Case {
@@ -83,6 +84,7 @@ pub fn cases() -> Vec<Case> {
                 src: sa("10.10.1.1:30012"),
                 dst: sa("10.10.1.3:6000"),
                 zero_csum: false,
+                tos: None,
             }),
         },
         Case {
@@ -204,6 +206,7 @@ pub fn cases() -> Vec<Case> {
                 src: sa("10.10.1.1:30093"),
                 dst: sa("10.10.9.9:7000"),
                 zero_csum: false,
+                tos: None,
             }),
         },
         Case {
@@ -305,6 +308,24 @@ pub fn cases() -> Vec<Case> {
             }),
             reason: Reason::PassTooBig,
             expect: Expect::Unchanged,
+        },
+        Case {
+            name: "v4 TOS set to EF (184), header checksum updated",
+            frame: v4(Vlan::None, from_a, "10.10.1.1:30084", &rtp),
+            reason: Reason::RedirectForward,
+            expect: Expect::Forwarded(Fwd {
+                tos: Some(184),
+                ..fwd_to_b("10.10.2.1:30085", "10.10.2.2:5000")
+            }),
+        },
+        Case {
+            name: "v6 traffic class set to AF41 (136)",
+            frame: v6("[fd10:1::2]:4000", "[fd10:1::1]:30086", &rtp),
+            reason: Reason::RedirectForward,
+            expect: Expect::Forwarded(Fwd {
+                tos: Some(136),
+                ..fwd_to_b("[fd10:2::1]:30087", "[fd10:2::2]:5000")
+            }),
         },
     ]
 }
@@ -463,6 +484,34 @@ pub fn table(ib: u32) -> Vec<(&'static str, StreamEntry)> {
                 d,
                 0,
             ),
+        ),
+        (
+            "10.10.1.1:30084",
+            StreamEntry {
+                tos: 184,
+                ..entry(
+                    14,
+                    "10.10.1.2:4000",
+                    "10.10.2.1:30085",
+                    "10.10.2.2:5000",
+                    d,
+                    FLAG_SET_TOS,
+                )
+            },
+        ),
+        (
+            "[fd10:1::1]:30086",
+            StreamEntry {
+                tos: 136,
+                ..entry(
+                    15,
+                    "[fd10:1::2]:4000",
+                    "[fd10:2::1]:30087",
+                    "[fd10:2::2]:5000",
+                    d,
+                    FLAG_SET_TOS,
+                )
+            },
         ),
     ]
 }

@@ -45,7 +45,8 @@ pub fn entry(
         dst: Endpoint::from(sa(dst)),
         flags,
         mismatch: mismatch as u8,
-        _pad: [0; 2],
+        tos: 0,
+        _pad: 0,
         counter_slot: slot,
         egress_ifindex: 0,
         rtcp_src: Endpoint::default(),
@@ -59,6 +60,8 @@ pub struct Fwd {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub zero_csum: bool,
+    /// The TOS / traffic class the output must carry (rtpengine's `TOS`); None: unchecked.
+    pub tos: Option<u8>,
 }
 
 pub enum Expect {
@@ -102,6 +105,13 @@ pub fn without_checksum(mut frame: Vec<u8>) -> Vec<u8> {
     frame
 }
 
+pub fn fwd_to_b(src: &str, dst: &str) -> Fwd {
+    match to_b(src, dst) {
+        Expect::Forwarded(f) => f,
+        Expect::Unchanged => unreachable!(),
+    }
+}
+
 pub fn to_b(src: &str, dst: &str) -> Expect {
     Expect::Forwarded(Fwd {
         smac: MAC_B,
@@ -109,6 +119,7 @@ pub fn to_b(src: &str, dst: &str) -> Expect {
         src: sa(src),
         dst: sa(dst),
         zero_csum: false,
+        tos: None,
     })
 }
 
@@ -176,6 +187,10 @@ pub fn check_forwarded(name: &str, input: &[u8], out: &[u8], fwd: &Fwd) -> Vec<S
                     ip.source, ip.destination, ip.time_to_live
                 ));
             }
+            let tos = (ip.dscp.value() << 2) | ip.ecn.value();
+            if fwd.tos.is_some_and(|t| t != tos) {
+                f.push(format!("{name}: TOS {tos}, want {:?}", fwd.tos));
+            }
             if ip.header_checksum != ip.calc_header_checksum() {
                 f.push(format!("{name}: bad IPv4 header checksum"));
             }
@@ -200,6 +215,12 @@ pub fn check_forwarded(name: &str, input: &[u8], out: &[u8], fwd: &Fwd) -> Vec<S
                 f.push(format!(
                     "{name}: ip {:?} -> {:?}",
                     ip.source, ip.destination
+                ));
+            }
+            if fwd.tos.is_some_and(|t| t != ip.traffic_class) {
+                f.push(format!(
+                    "{name}: traffic class {}, want {:?}",
+                    ip.traffic_class, fwd.tos
                 ));
             }
             if udp.checksum != udp.calc_checksum_ipv6(ip, payload).unwrap() {

@@ -3,6 +3,7 @@
 //! injected and advanced by hand.
 
 mod calls;
+mod compat;
 mod ice;
 mod ng;
 mod state;
@@ -153,6 +154,7 @@ impl Harness {
             silent_timeout: Duration::from_secs(3600),
             final_timeout: Duration::ZERO,
             max_streams: CAPACITY,
+            max_sessions: None,
             ice_default: "default".into(),
             latching: "auto".into(),
             ng_listen: "127.0.0.1:2223".parse().unwrap(),
