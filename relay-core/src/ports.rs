@@ -85,6 +85,20 @@ impl PortAllocator {
     pub fn in_use(&self) -> usize {
         self.used.len()
     }
+
+    /// True when `port` lies in the allocator's range.
+    pub fn in_range(&self, port: u16) -> bool {
+        (self.min..=self.max).contains(&port)
+    }
+
+    pub fn is_used(&self, port: u16) -> bool {
+        self.used.contains(&port)
+    }
+
+    /// Marks `port` used (a call imported from another relay holds it); false if it already was.
+    pub fn reserve(&mut self, port: u16) -> bool {
+        self.used.insert(port)
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+mod records;
+pub use records::{CALL_VERSION, CALL_VERSION_MIN, CallExport, ImportError};
+
 use crate::creds::Credentials;
 use crate::latch::{
     Component, ForwardingEntry, LatchMode, MismatchPolicy, Rewrite, StreamId, choose_mode,

@@ -21,6 +21,8 @@ use crate::{
 /// and the kernel drops the rest, while NG requests keep their own socket and get served.
 const INBOUND_QUEUE: usize = 4096;
 const TICK: Duration = Duration::from_secs(1);
+/// How often the host's addresses are read for the automatic takeover (getifaddrs).
+const ADDRESS_POLL: Duration = Duration::from_millis(200);
 
 pub async fn run(
     cfg: Config,
@@ -31,6 +33,9 @@ pub async fn run(
         .with_context(|| format!("binding the NG control socket {}", cfg.ng_listen))?;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let mut engine = engine_init(PortSockets::new(in_tx))?;
+    let mut remote = engine.take_remote_events();
+    let mut addr_poll = tokio::time::interval(ADDRESS_POLL);
+    addr_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let (mreq_tx, mut mreq_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
     if let Some(addr) = cfg.metrics_listen {
@@ -77,6 +82,15 @@ pub async fn run(
                 let _ = reply.send(metrics::render(&engine.metrics()));
             }
             _ = tick.tick() => engine.handle_tick(std::time::Instant::now()),
+            Some(ev) = async {
+                match remote.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => engine.handle_remote(std::time::Instant::now(), ev),
+            _ = addr_poll.tick(), if engine.ha_enabled() => {
+                engine.poll_addresses(std::time::Instant::now());
+            }
             Some(inbound) = in_rx.recv() => engine.handle_inbound(std::time::Instant::now(), inbound),
         }
     }

@@ -43,6 +43,8 @@ struct CallMeta {
     last_activity: Instant,
 }
 
+mod ha;
+
 /// Longest time a session change waits before the state file is written.
 pub const STATE_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -74,6 +76,8 @@ pub struct Engine {
     ice_checks: BTreeMap<&'static str, u64>,
     /// Sessions changed since the state file was last written (see [`Engine::flush_state`]).
     dirty: bool,
+    /// Shared state (Redis), when configured.
+    ha: Option<ha::HaState>,
 }
 
 impl Engine {
@@ -132,6 +136,7 @@ impl Engine {
             agents: HashMap::new(),
             agent_of: HashMap::new(),
             ice_checks: BTreeMap::new(),
+            ha: None,
         };
         if let Some(sv) = saved {
             let now = Instant::now();
@@ -158,6 +163,7 @@ impl Engine {
                 "calls restored from the state file"
             );
         }
+        engine.ha_start()?;
         Ok(engine)
     }
 
@@ -195,6 +201,7 @@ impl Engine {
         if let Err(e) = result {
             tracing::warn!(path = %self.cfg.state_file.display(), error = %e, "saving sessions");
         }
+        self.ha_flush();
     }
 
     /// One NG datagram: `COOKIE SP DICTIONARY`. Returns the reply datagram, or nothing for input
@@ -221,6 +228,11 @@ impl Engine {
                 let command = req.str("command").unwrap_or("").to_owned();
                 let call_id = req.str("call-id").unwrap_or("").to_owned();
                 let reply = self.dispatch(now, &command, &mut req);
+                if matches!(command.as_str(), "offer" | "answer")
+                    && reply.get("result").and_then(Value::as_str) == Some("ok")
+                {
+                    self.ha_touch(&call_id);
+                }
                 for u in std::mem::take(&mut req.unknown) {
                     if self.logged_unknown.insert(u.clone()) {
                         tracing::info!(option = %u, "ignoring unknown NG option (logged once)");
@@ -266,6 +278,7 @@ impl Engine {
             "query" => self.query(req),
             "list" => Ok(self.list(req)),
             "statistics" => Ok(self.statistics()),
+            "takeover" => self.ng_takeover(now),
             // rtpengine's wording, which proxies log and some match on.
             "" => Err("Dictionary contains no key \"command\"".to_owned()),
             _ => Err("Unrecognized command".to_owned()),
@@ -278,6 +291,7 @@ impl Engine {
         let from_tag = required(req, "from-tag")?;
         let sdp = required_sdp(req)?;
         let opts = req.offer_options().map_err(|e| e.to_string())?;
+        self.ha_before_signal(now, &call_id)?;
         let out = self
             .sessions
             .offer(&call_id, &from_tag, &sdp, &opts)
@@ -292,6 +306,7 @@ impl Engine {
         let sdp = required_sdp(req)?;
         let to_tag = required(req, "to-tag")?;
         let opts = req.answer_options().map_err(|e| e.to_string())?;
+        self.ha_before_signal(now, &call_id)?;
         let out = self
             .sessions
             .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
@@ -327,6 +342,9 @@ impl Engine {
                 .check_tags(&call_id, from_tag.as_deref(), to_tag.as_deref())
                 .is_ok();
         if !known {
+            if self.ha_delete_foreign(&call_id) {
+                return Ok(obj(json!({"result": "ok"})));
+            }
             return delete_not_found(fatal);
         }
         let reply = self.query_reply(&call_id);
@@ -335,6 +353,8 @@ impl Engine {
             self.pending_deletes.push((at, call_id, from_tag, to_tag));
         } else {
             self.delete_now(&call_id, from_tag.as_deref(), to_tag.as_deref())?;
+            self.ha_deleted(&call_id, true);
+            self.ha_touch(&call_id);
         }
         Ok(reply)
     }
@@ -442,7 +462,7 @@ impl Engine {
         obj(json!({
             "result": "ok",
             "statistics": {
-                "currentstatistics": {"sessionsown": self.meta.len(), "sessionstotal": self.sessions_total},
+                "currentstatistics": {"sessionsown": self.meta.len(), "sessionsforeign": self.foreign_count(), "sessionstotal": self.sessions_total},
                 "userspace forwarded packets": self.userspace_forwarded,
                 "fastpath": fast_path,
             },
@@ -595,6 +615,7 @@ impl Engine {
                     tracing::info!(call_id = %key.0, %local, %remote, "ICE pair nominated");
                     self.apply(&key.0, entries);
                     self.mark_dirty();
+                    self.ha_touch(&key.0);
                 }
                 Err(e) => {
                     tracing::warn!(call_id = %key.0, %local, %remote, error = %e, "ICE nomination")
@@ -735,6 +756,7 @@ impl Engine {
                     tracing::info!(%call_id, %local, %source, "latched");
                     self.apply(&call_id, outcome.entries);
                     self.mark_dirty();
+                    self.ha_touch(&call_id);
                     ok = verdict(self.entries.get(&local));
                 }
                 Ok(_) => {
@@ -809,6 +831,8 @@ impl Engine {
             if let Err(e) = self.delete_now(&call_id, from.as_deref(), to.as_deref()) {
                 tracing::debug!(%call_id, error = %e, "delayed delete");
             }
+            self.ha_deleted(&call_id, true);
+            self.ha_touch(&call_id);
         }
         let expired: Vec<String> = self
             .meta
@@ -834,6 +858,7 @@ impl Engine {
                 tracing::warn!(%call_id, error = %e, "deleting timed-out call");
                 self.meta.remove(&call_id);
             }
+            self.ha_deleted(&call_id, false);
         }
         if changed {
             self.mark_dirty();
@@ -870,6 +895,7 @@ impl Engine {
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
             userspace_forwarded: self.userspace_forwarded,
+            extra: self.ha_metrics(),
         }
     }
 

@@ -10,5 +10,6 @@ pub mod ngmap;
 pub mod ngwire;
 pub mod persist;
 pub mod ports;
+pub mod state;
 pub mod state_file;
 pub mod xdp;

@@ -52,6 +52,9 @@ enum Cmd {
     List,
     /// Show a call: legs, relay ports, peers, ICE state, per-stream counters.
     Show { call_id: String },
+    /// Take over the foreign calls (held from Redis) whose media addresses are on this host:
+    /// install their entries and ICE-lite agents and own them.
+    Takeover,
     /// Fast-path verdict counters (from the pinned map) and daemon statistics.
     Stats {
         /// bpffs directory the daemon pinned its maps under.
@@ -105,6 +108,25 @@ struct DaemonArgs {
     /// On exit, detach the program and remove the pins (default: keep forwarding).
     #[arg(long)]
     detach: bool,
+    /// Also keep calls in Redis (redis://[:PASSWORD@]HOST[:PORT][/DB]): standby takeover, pools.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Prefix of the relay's Redis keys (default `xdp-relay:`).
+    #[arg(long)]
+    redis_key_prefix: Option<String>,
+    /// Expiry of a call's Redis key, seconds (default 86400); live calls' keys are refreshed.
+    #[arg(long)]
+    redis_expires: Option<u64>,
+    /// This relay's id as owner of its calls (default: the host name).
+    #[arg(long)]
+    relay_id: Option<String>,
+    /// Start as a standby: hold the other relays' calls as foreign until a takeover.
+    #[arg(long)]
+    standby: bool,
+    /// auto: take over foreign calls when their media address appears here; manual: only on
+    /// `relay-ctl takeover`.
+    #[arg(long)]
+    takeover: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -130,6 +152,7 @@ fn main() -> ExitCode {
         } => cli::delete(c, &call_id, from_tag.as_deref(), to_tag.as_deref()),
         Cmd::List => cli::list(c),
         Cmd::Show { call_id } => cli::show(c, &call_id),
+        Cmd::Takeover => cli::takeover(c),
         Cmd::Stats { pin_dir } => stats(c, &pin_dir),
     };
     match result {
@@ -161,6 +184,12 @@ fn daemon_config(args: &DaemonArgs) -> Result<Config> {
         metrics_listen: args.metrics_listen,
         pin_dir: args.pin_dir.clone(),
         state_file: args.state_file.clone(),
+        redis: args.redis.clone(),
+        redis_key_prefix: args.redis_key_prefix.clone(),
+        redis_expires: args.redis_expires,
+        relay_id: args.relay_id.clone(),
+        standby: args.standby.then_some(true),
+        takeover: args.takeover.clone(),
     };
     Ok(file.merge(flags)?)
 }

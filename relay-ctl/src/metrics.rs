@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub ice_checks: Vec<(String, u64)>,
     /// Media the daemon forwarded itself while a flow was being learned.
     pub userspace_forwarded: u64,
+    /// Further families, already in exposition format (shared state: [`crate::state`]).
+    pub extra: String,
 }
 
 fn escape(v: &str) -> String {
@@ -89,6 +91,7 @@ pub fn render(s: &Snapshot) -> String {
         "# HELP relay_userspace_forwarded_packets_total Media forwarded by the daemon before a fast-path entry existed.\n# TYPE relay_userspace_forwarded_packets_total counter\nrelay_userspace_forwarded_packets_total {}",
         s.userspace_forwarded
     );
+    o.push_str(&s.extra);
     o
 }
 
@@ -137,6 +140,7 @@ mod tests {
             ng_requests: vec![("offer".into(), "ok".into(), 3)],
             ice_checks: vec![("success".into(), 5), ("unauthorized".into(), 1)],
             userspace_forwarded: 7,
+            extra: "# TYPE relay_calls_foreign gauge\nrelay_calls_foreign 1\n".into(),
         };
         let t = render(&s);
         for line in [
@@ -147,6 +151,7 @@ mod tests {
             "relay_ng_requests_total{command=\"offer\",result=\"ok\"} 3",
             "relay_ice_checks_total{outcome=\"unauthorized\"} 1",
             "relay_userspace_forwarded_packets_total 7",
+            "relay_calls_foreign 1",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }

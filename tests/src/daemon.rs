@@ -90,6 +90,14 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL and reap: a crash, nothing cleaned up by the daemon (its pins stay).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// SIGTERM and wait (what an init system does); returns the exit status success.
     pub fn stop(&mut self) -> Result<bool> {
         let Some(mut child) = self.child.take() else {

@@ -5,8 +5,10 @@
 pub mod call;
 pub mod daemon;
 pub mod frames;
+pub mod ha;
 pub mod ice;
 pub mod netns;
+pub mod redis;
 pub mod rtpengine;
 pub mod topology;
 
