@@ -151,8 +151,7 @@ fn redis_down_and_back_loses_no_call_and_expiring_keys_are_rewritten() {
             for i in 0..10 {
                 a.put(record("a", &format!("c{i}"), 0));
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            assert_eq!(count_keys(redis.port), 10);
+            wait_keys(redis.port, 10, "first writes").await;
             // Keys expire after 3 s; the writer rewrites them every second.
             tokio::time::sleep(Duration::from_millis(4500)).await;
             assert_eq!(
@@ -166,24 +165,36 @@ fn redis_down_and_back_loses_no_call_and_expiring_keys_are_rewritten() {
                 a.put(record("a", &format!("c{i}"), 0));
             }
             a.delete("c0", false);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            assert!(a.stats.writes_failed.load(Ordering::Relaxed) > 0);
+            let t0 = Instant::now();
+            while a.stats.writes_failed.load(Ordering::Relaxed) == 0 {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "no failed write counted"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             assert!(a.load_all().is_err());
 
             // Back, empty (no persistence): every own call is rewritten, the deleted one not.
             redis.restart().unwrap();
-            let t0 = Instant::now();
-            while count_keys(redis.port) != 14 {
-                assert!(
-                    t0.elapsed() < Duration::from_secs(15),
-                    "own calls not resynchronised after Redis came back"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            assert_eq!(a.stats.resyncs.load(Ordering::Relaxed), 1);
+            wait_keys(redis.port, 14, "resynchronisation after Redis came back").await;
+            assert!(a.stats.resyncs.load(Ordering::Relaxed) >= 1);
         });
     })
     .unwrap();
+}
+
+/// Waits (bounded, 15 s) until db 3 holds `n` call keys.
+async fn wait_keys(port: u16, n: usize, what: &str) {
+    let t0 = Instant::now();
+    while count_keys(port) != n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{what}: {} keys, not {n}",
+            count_keys(port)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Keys in db 3 on 127.0.0.1:`port`, read in the calling (namespace) thread.
