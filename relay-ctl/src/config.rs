@@ -216,6 +216,17 @@ impl FileConfig {
                 why: e.to_string(),
             });
         }
+        let relay_id = flags.relay_id.or(self.relay_id).unwrap_or_else(hostname);
+        if relay_id.is_empty()
+            || relay_id.len() > 64
+            || !relay_id.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(ConfigError::Choice {
+                key: "relay-id",
+                value: relay_id,
+                allowed: "1 to 64 printable ASCII characters without spaces",
+            });
+        }
         let takeover = flags
             .takeover
             .or(self.takeover)
@@ -234,7 +245,7 @@ impl FileConfig {
                     .unwrap_or(86_400)
                     .max(3),
             ),
-            relay_id: flags.relay_id.or(self.relay_id).unwrap_or_else(hostname),
+            relay_id,
             standby: flags.standby.or(self.standby).unwrap_or(false),
             auto_takeover: takeover == "auto",
         };

@@ -90,6 +90,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL and reap: a crash, nothing cleaned up by the daemon (its pins stay).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -125,6 +130,18 @@ impl Drop for Daemon {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// CPU time a process has used so far, all threads (from /proc/PID/task/*/schedstat), in ns.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// One NG request to our daemon from inside `ns`; `Err` for transport errors and `error`

@@ -126,6 +126,11 @@ impl Redis {
         })?
     }
 
+    /// redis-server's process id while it runs (nsenter execs it in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Number of keys matching `pattern` in database `db`.
     pub fn count_keys(&self, db: u32, pattern: &str) -> Result<usize> {
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();

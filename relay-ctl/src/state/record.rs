@@ -1,11 +1,13 @@
 //! The per-call record a shared store holds: one call's state, who owns it and since which
-//! takeover. JSON, self-describing (`format`, `version`), decoded in two steps so an unknown
-//! version is recognised and refused before any of its content is interpreted.
+//! takeover. Self-describing, and decoded in two steps so an unknown version is recognised and
+//! refused before any of its content is interpreted.
 //!
 //! Versions:
-//! - 1: `{format, version: 1, call_id, owner, created, call}`: the first layout, without
-//!   takeover epochs. Read as epoch 0, updated = created.
-//! - 2 (written now): adds `epoch` (takeover epoch, see [`super::takeover`]) and `updated_ms`.
+//! - 1: one JSON object `{format, version: 1, call_id, owner, created, call}`, without takeover
+//!   epochs. Read as epoch 0, updated = created.
+//! - 2 (written now): a header line `xdp-relay-call 2 OWNER EPOCH`, then the JSON object (which
+//!   adds `epoch` and `updated_ms`). The header lets Redis's write script and the keyspace
+//!   subscriber read owner and epoch from the first bytes (GETRANGE) without decoding the call.
 //!
 //! `call` is relay-core's [`CallExport`], which carries its own body version.
 
@@ -90,12 +92,36 @@ impl CallRecord {
     }
 
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = format!(
+            "{RECORD_FORMAT} {} {} {}\n",
+            self.version, self.owner, self.epoch
+        )
+        .into_bytes();
         // A record is plain data: serialising it cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        out.extend(serde_json::to_vec(self).unwrap_or_default());
+        out
     }
 
     /// Decodes any version this relay reads, upgraded to the current layout.
     pub fn decode(bytes: &[u8]) -> Result<CallRecord, RecordError> {
+        if bytes.first() == Some(&b'{') {
+            return CallRecord::decode_json(bytes, 1);
+        }
+        let Some(head) = Head::parse(bytes) else {
+            return Err(RecordError::Corrupt("no record header".into()));
+        };
+        if head.version != u64::from(RECORD_VERSION) {
+            return Err(RecordError::Version(head.version));
+        }
+        let rec = CallRecord::decode_json(&bytes[head.len..], RECORD_VERSION)?;
+        if rec.owner != head.owner || rec.epoch != head.epoch {
+            return Err(RecordError::Corrupt("header and body disagree".into()));
+        }
+        Ok(rec)
+    }
+
+    /// The JSON part of a record of layout `layout` (1: JSON only; 2: after the header).
+    fn decode_json(bytes: &[u8], layout: u32) -> Result<CallRecord, RecordError> {
         let v: Value =
             serde_json::from_slice(bytes).map_err(|e| RecordError::Corrupt(e.to_string()))?;
         if v.get("format").and_then(Value::as_str) != Some(RECORD_FORMAT) {
@@ -108,6 +134,13 @@ impl CallRecord {
             .and_then(Value::as_u64)
             .ok_or_else(|| RecordError::Corrupt("no version".into()))?;
         let corrupt = |e: serde_json::Error| RecordError::Corrupt(e.to_string());
+        if version != u64::from(layout) {
+            return Err(if layout == 1 && version > 1 {
+                RecordError::Version(version)
+            } else {
+                RecordError::Corrupt(format!("version {version} in a layout {layout} record"))
+            });
+        }
         let rec = match version {
             1 => {
                 let old: V1 = serde_json::from_value(v).map_err(corrupt)?;
@@ -146,6 +179,11 @@ impl CallRecord {
         Ok(rec)
     }
 
+    /// Owner and epoch from the first bytes of a stored value (None: no version 2 header).
+    pub fn head(bytes: &[u8]) -> Option<(String, u64)> {
+        Head::parse(bytes).map(|h| (h.owner, h.epoch))
+    }
+
     /// The same record in the version 1 layout (tests of the upgrade path, migration tools).
     pub fn encode_v1(&self) -> Vec<u8> {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
@@ -155,6 +193,38 @@ impl CallRecord {
             m.remove("updated_ms");
         }
         serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
+/// `xdp-relay-call VERSION OWNER EPOCH\n`
+struct Head {
+    version: u64,
+    owner: String,
+    epoch: u64,
+    /// Header length including the newline.
+    len: usize,
+}
+
+/// Longest header read (GETRANGE 0..HEAD_MAX); relay ids are at most 64 bytes.
+pub const HEAD_MAX: usize = 128;
+
+impl Head {
+    fn parse(bytes: &[u8]) -> Option<Head> {
+        let nl = bytes.iter().take(HEAD_MAX).position(|&b| b == b'\n')?;
+        let line = std::str::from_utf8(&bytes[..nl]).ok()?;
+        let mut f = line.split(' ');
+        if f.next()? != RECORD_FORMAT {
+            return None;
+        }
+        let version = f.next()?.parse().ok()?;
+        let owner = f.next()?.to_owned();
+        let epoch = f.next().map_or(Some(0), |e| e.parse().ok())?;
+        Some(Head {
+            version,
+            owner,
+            epoch,
+            len: nl + 1,
+        })
     }
 }
 
@@ -199,21 +269,38 @@ pub(crate) mod tests {
 
     #[test]
     fn refuses_unknown_versions_and_garbage_without_panicking() {
-        let mut v: Value = serde_json::from_slice(&record("a", 1).encode()).unwrap();
-        v["version"] = Value::from(3);
-        let e = CallRecord::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-        assert_eq!(e.kind(), "version");
-        v["version"] = Value::from(2);
+        let enc = record("a", 1).encode();
+        let nl = enc.iter().position(|&b| b == b'\n').unwrap();
+        assert_eq!(CallRecord::head(&enc), Some(("a".into(), 1)));
+        // A future header version is refused before its body is looked at.
+        let mut future = b"xdp-relay-call 3 a 1\n".to_vec();
+        future.extend_from_slice(b"anything at all");
+        assert_eq!(CallRecord::decode(&future).unwrap_err().kind(), "version");
+        let mut v: Value = serde_json::from_slice(&enc[nl + 1..]).unwrap();
         v["call"]["call_version"] = Value::from(99);
+        let mut body_future = enc[..=nl].to_vec();
+        body_future.extend(serde_json::to_vec(&v).unwrap());
+        assert_eq!(
+            CallRecord::decode(&body_future).unwrap_err().kind(),
+            "version"
+        );
+        // A JSON-only record claiming a newer version is refused as such.
+        v["version"] = Value::from(7);
         let e = CallRecord::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert_eq!(e.kind(), "version");
+        // Header and body must agree.
+        let mut lying = b"xdp-relay-call 2 b 1\n".to_vec();
+        lying.extend_from_slice(&enc[nl + 1..]);
+        assert_eq!(CallRecord::decode(&lying).unwrap_err().kind(), "corrupt");
         for junk in [
             &b""[..],
             b"{",
             b"null",
             b"{\"format\":\"xdp-relay-call\"}",
             b"{\"format\":\"other\",\"version\":2}",
-            b"{\"format\":\"xdp-relay-call\",\"version\":2,\"call\":7}",
+            b"{\"format\":\"xdp-relay-call\",\"version\":1,\"call\":7}",
+            b"xdp-relay-call 2 a 1\n{",
+            b"xdp-relay-call x",
             b"\xff\xfe",
         ] {
             assert_eq!(CallRecord::decode(junk).unwrap_err().kind(), "corrupt");

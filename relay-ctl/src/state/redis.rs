@@ -29,26 +29,38 @@ use tokio::sync::mpsc;
 
 use super::{
     CallStore, Loaded, Remote, StoreError,
-    record::{CallRecord, RecordError},
+    record::{self, CallRecord, RecordError},
 };
 
-const PUT_SCRIPT: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ok, rec = pcall(cjson.decode, cur)
-  if ok and type(rec) == 'table' and rec.owner ~= ARGV[2] then
-    if (tonumber(rec.epoch) or 0) >= tonumber(ARGV[3]) then return 0 end
+/// Owner and epoch of the stored record: from the version 2 header (first bytes only), or from
+/// a version 1 JSON record; nil for anything else.
+const OWNER_LUA: &str = r"
+local function owner_epoch(key)
+  local head = redis.call('GETRANGE', key, 0, 127)
+  if head == '' then return nil end
+  local o, e = string.match(head, '^xdp%-relay%-call %d+ (%S+) (%d+)\n')
+  if o then return o, tonumber(e) end
+  if string.sub(head, 1, 1) == '{' then
+    local ok, rec = pcall(cjson.decode, redis.call('GET', key))
+    if ok and type(rec) == 'table' and type(rec.owner) == 'string' then
+      return rec.owner, tonumber(rec.epoch) or 0
+    end
   end
+  return nil
 end
+";
+
+/// SET with the ownership rule of [`super::takeover::may_overwrite`]: 0 when refused.
+const PUT_SCRIPT: &str = r"
+local o, e = owner_epoch(KEYS[1])
+if o and o ~= ARGV[2] and e >= tonumber(ARGV[3]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
 return 1";
 
 /// Deletes only a record this relay owns (or force: an NG delete ends the call everywhere).
 const DELETE_SCRIPT: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if not cur then return 0 end
-local ok, rec = pcall(cjson.decode, cur)
-if not ok or type(rec) ~= 'table' or rec.owner ~= ARGV[1] then return 0 end
+local o = owner_epoch(KEYS[1])
+if o ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1";
 
@@ -241,6 +253,8 @@ async fn writer(
     let period = (cfg.expires / 3).max(Duration::from_secs(1));
     let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let expires = cfg.expires.as_secs().max(1);
+    let put_script = format!("{OWNER_LUA}{PUT_SCRIPT}");
+    let delete_script = format!("{OWNER_LUA}{DELETE_SCRIPT}");
     loop {
         tokio::select! {
             op = rx.recv() => {
@@ -268,7 +282,7 @@ async fn writer(
                 Pending::Put => match own.get(call_id) {
                     Some(rec) => {
                         pipe.cmd("EVAL")
-                            .arg(PUT_SCRIPT)
+                            .arg(&put_script)
                             .arg(1)
                             .arg(&k)
                             .arg(rec.encode())
@@ -285,7 +299,7 @@ async fn writer(
                 }
                 Pending::Delete { force: false } => {
                     pipe.cmd("EVAL")
-                        .arg(DELETE_SCRIPT)
+                        .arg(&delete_script)
                         .arg(1)
                         .arg(&k)
                         .arg(&cfg.relay_id);
@@ -451,7 +465,19 @@ async fn subscriber(
             let event: String = msg.get_payload().unwrap_or_default();
             let sent = match event.as_str() {
                 "set" => {
-                    let v: Result<Option<Vec<u8>>, _> = conn.get(key(&cfg.prefix, &call_id)).await;
+                    let k = key(&cfg.prefix, &call_id);
+                    // Our own writes come back too: the header says so without the body.
+                    let head: Result<Vec<u8>, _> =
+                        conn.getrange(&k, 0, record::HEAD_MAX as isize - 1).await;
+                    if head
+                        .as_deref()
+                        .ok()
+                        .and_then(CallRecord::head)
+                        .is_some_and(|(owner, _)| owner == cfg.relay_id)
+                    {
+                        continue;
+                    }
+                    let v: Result<Option<Vec<u8>>, _> = conn.get(k).await;
                     match v {
                         Ok(Some(bytes)) => match CallRecord::decode_for(&call_id, &bytes) {
                             Ok(rec) if rec.owner == cfg.relay_id => Ok(()),
