@@ -99,9 +99,9 @@ fn ng_rate_with_and_without_redis() {
     let (pid_off, pid_on) = (plain.pid().unwrap(), shared.pid().unwrap());
     let pid_redis = redis.pid().unwrap();
     let (mut off, mut on) = (Vec::new(), Vec::new());
-    for r in 0..ROUNDS {
-        off.push(round(&t.relays[0], TAGS[0][r], pid_off, pid_redis));
-        on.push(round(&t.relays[1], TAGS[1][r], pid_on, pid_redis));
+    for (a, b) in TAGS[0].iter().zip(TAGS[1]) {
+        off.push(round(&t.relays[0], a, pid_off, pid_redis));
+        on.push(round(&t.relays[1], b, pid_on, pid_redis));
     }
     let median = |v: &[Round], f: fn(&Round) -> f64| {
         let mut x: Vec<f64> = v.iter().map(f).collect();

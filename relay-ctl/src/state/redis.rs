@@ -386,7 +386,11 @@ async fn ensure_notifications(conn: &mut redis::aio::MultiplexedConnection) {
     let all = flags.contains('A');
     let missing: String = "K$gx"
         .chars()
-        .filter(|c| !flags.contains(*c) && !(all && *c != 'K'))
+        .filter(|c| {
+            // A (all classes) covers every flag but K.
+            let covered = flags.contains(*c) || (all && *c != 'K');
+            !covered
+        })
         .collect();
     if missing.is_empty() {
         return;
