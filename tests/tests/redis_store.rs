@@ -159,6 +159,9 @@ fn redis_down_and_back_loses_no_call_and_expiring_keys_are_rewritten() {
                 10,
                 "live calls' keys outlive their expiry"
             );
+            // A live call's key deleted under it (by hand, or expired) is written again.
+            del_key(redis.port, "t:call:c3");
+            wait_keys(redis.port, 10, "rewrite of a key deleted under a live call").await;
 
             redis.kill();
             for i in 10..15 {
@@ -195,6 +198,49 @@ async fn wait_keys(port: u16, n: usize, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+fn del_key(port: u16, key: &str) {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/3")).unwrap();
+    let mut conn = c
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .unwrap();
+    redis::cmd("DEL").arg(key).query::<()>(&mut conn).unwrap();
+}
+
+#[test]
+fn redis_down_at_start_then_up() {
+    let Some((ns, mut redis)) = setup("redis_down_at_start_then_up") else {
+        return;
+    };
+    redis.kill();
+    let ca = cfg(&redis, "a", 60);
+    ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (ta, _ra) = mpsc::unbounded_channel();
+            // Starting never fails for want of Redis; reads say it is unavailable.
+            let mut a = RedisStore::start(ca, ta).unwrap();
+            assert!(a.load_all().is_err());
+            for i in 0..3 {
+                a.put(record("a", &format!("c{i}"), 0));
+            }
+            let t0 = Instant::now();
+            while a.stats.writes_failed.load(Ordering::Relaxed) == 0 {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "no failed write counted"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            redis.restart().unwrap();
+            wait_keys(redis.port, 3, "own calls written once Redis is up").await;
+        });
+    })
+    .unwrap();
 }
 
 /// Keys in db 3 on 127.0.0.1:`port`, read in the calling (namespace) thread.
