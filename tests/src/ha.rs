@@ -226,7 +226,7 @@ impl Arrivals {
 /// everything received timestamped, until stopped. Bounded by `limit` in any case.
 pub struct MediaRun {
     stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<Arrivals>>,
+    handle: Option<std::thread::JoinHandle<(Arrivals, Vec<Leg>)>>,
 }
 
 impl MediaRun {
@@ -266,7 +266,7 @@ impl MediaRun {
                 }
                 std::thread::sleep(Duration::from_micros(500));
             }
-            Arrivals(arrivals)
+            (Arrivals(arrivals), legs)
         });
         MediaRun {
             stop,
@@ -274,12 +274,13 @@ impl MediaRun {
         }
     }
 
-    pub fn finish(mut self) -> Arrivals {
+    /// Stops; the arrival times and the legs back.
+    pub fn finish(mut self) -> (Arrivals, Vec<Leg>) {
         self.stop.store(true, Ordering::Relaxed);
         self.handle
             .take()
             .and_then(|h| h.join().ok())
-            .unwrap_or(Arrivals(Vec::new()))
+            .unwrap_or((Arrivals(Vec::new()), Vec::new()))
     }
 }
 
@@ -302,6 +303,45 @@ pub fn median_max_ms(mut d: Vec<Duration>) -> (f64, f64) {
     (ms(d[d.len() / 2]), ms(d[d.len() - 1]))
 }
 
+/// ICE credentials of a caller leg: the caller's ufrag, the relay's ufrag and password.
+#[derive(Clone, Debug)]
+pub struct IceLeg {
+    pub caller_ufrag: String,
+    pub relay_ufrag: String,
+    pub relay_pwd: String,
+}
+
+/// A consent check (RFC 7675) from a caller leg's socket to its relay endpoint: the response's
+/// error code (None: success) and whether it is signed; None without any STUN response.
+pub fn consent_check(leg: &Leg, ice: &IceLeg) -> Option<(Option<u16>, bool)> {
+    use is::{
+        DefaultSha1HmacProvider, Sha1HmacProvider,
+        stun::{StunMessage, TransId},
+    };
+    let username = format!("{}:{}", ice.relay_ufrag, ice.caller_ufrag);
+    let hmac = |k: &[u8], p: &[&[u8]]| DefaultSha1HmacProvider.sha1_hmac(k, p);
+    let check =
+        StunMessage::binding_request(&username, TransId::new(), true, 1, 2_130_706_431, false);
+    let mut buf = [0u8; 1500];
+    let n = check
+        .to_bytes(Some(ice.relay_pwd.as_bytes()), &mut buf, hmac)
+        .ok()?;
+    leg.sock.set_nonblocking(false).ok()?;
+    leg.sock
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    leg.sock.send_to(&buf[..n], leg.relay).ok()?;
+    // Media may still be queued towards the caller: skip it, bounded.
+    for _ in 0..200 {
+        let (n, _) = leg.sock.recv_from(&mut buf).ok()?;
+        if buf[0] < 4 {
+            let m = relay_core::stun::StunMessage::parse(&buf[..n]).ok()?;
+            return Some((m.attributes.error_code.map(|e| e.code), m.has_integrity()));
+        }
+    }
+    None
+}
+
 /// One call through the relay in `relay_ns`: the caller's and callee's legs (sockets bound on
 /// the hosts, sending to their relay endpoints). With `ice`, the caller offers ICE, the relay
 /// terminates it (ICE=force) and str0m's `is` agent nominates the relay's candidate first.
@@ -312,7 +352,7 @@ pub fn open_call(
     port_a: u16,
     port_b: u16,
     ice: bool,
-) -> Result<(Leg, Leg)> {
+) -> Result<(Leg, Leg, Option<IceLeg>)> {
     use crate::{
         call::{bind, sdp},
         daemon::ng_call,
@@ -349,6 +389,14 @@ pub fn open_call(
         .to_owned();
     let relay_a = media_addr(&to_a);
     let callee = bind(&t.callee, &format!("{CALLEE}:{port_b}"));
+    let ice_leg = ice.then(|| {
+        let r = crate::ice::creds(&to_a);
+        IceLeg {
+            caller_ufrag: creds.ufrag.clone(),
+            relay_ufrag: r.ufrag,
+            relay_pwd: r.pass,
+        }
+    });
     let caller = if ice {
         let peer = crate::ice::creds(&to_a);
         let local: SocketAddr = format!("{CALLER}:{port_a}").parse()?;
@@ -382,5 +430,6 @@ pub fn open_call(
             sock: callee,
             relay: relay_b,
         },
+        ice_leg,
     ))
 }

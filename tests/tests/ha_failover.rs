@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use relay_tests::{
     daemon::{Daemon, ng_call},
-    ha::{FLOAT, FLOAT1, HaTopology, Leg, MediaRun, median_max_ms, open_call},
+    ha::{FLOAT, FLOAT1, HaTopology, Leg, MediaRun, consent_check, median_max_ms, open_call},
     netns::Bpffs,
     privileged,
     redis::Redis,
@@ -46,7 +46,8 @@ fn start(t: &HaTopology, bpffs: &Bpffs, r: usize, args: Vec<String>, extra: &[&s
 }
 
 /// Runs media on every leg, fails relay `from` over to `to` (SIGKILL, links down, `addr`
-/// moved) after 1.5 s, and returns the per-leg gaps and how many calls resumed both ways.
+/// moved) after 1.5 s, and returns the per-call gaps, how many calls resumed both ways, and the
+/// caller legs.
 fn fail_over_with_media(
     t: &HaTopology,
     daemons: &mut [Daemon; 2],
@@ -54,7 +55,7 @@ fn fail_over_with_media(
     addr: &str,
     from: usize,
     to: usize,
-) -> (Vec<Duration>, usize) {
+) -> (Vec<Duration>, usize, Vec<Leg>) {
     let n = legs.len();
     let (a, b): (Vec<Leg>, Vec<Leg>) = legs.into_iter().unzip();
     let limit = Duration::from_secs(30);
@@ -69,7 +70,7 @@ fn fail_over_with_media(
     // Bounded: resumption is checked below from the arrival times.
     std::thread::sleep(Duration::from_secs(4));
     let end = Instant::now();
-    let (aa, ab) = (ra.finish(), rb.finish());
+    let ((aa, callers), (ab, _)) = (ra.finish(), rb.finish());
     let before = t_fail - Duration::from_millis(500);
     assert_eq!(
         aa.alive_after(before),
@@ -91,7 +92,7 @@ fn fail_over_with_media(
         .zip(ab.gaps(before, end))
         .filter_map(|(x, y)| Some(x?.max(y?)))
         .collect();
-    (gaps, resumed)
+    (gaps, resumed, callers)
 }
 
 #[test]
@@ -111,11 +112,12 @@ fn standby_takes_over_twenty_calls_after_sigkill() {
     let standby = start(&t, &bpffs, 1, t.daemon_args(1), &standby_args);
     let mut daemons = [active, standby];
 
-    let mut legs = Vec::new();
+    let (mut legs, mut ice) = (Vec::new(), Vec::new());
     for i in 0..CALLS {
-        let ice = i % 2 == 1;
         let (pa, pb) = (20_000 + 2 * i as u16, 22_000 + 2 * i as u16);
-        legs.push(open_call(&t, 0, &format!("ha-{i}"), pa, pb, ice).unwrap());
+        let (a, b, creds) = open_call(&t, 0, &format!("ha-{i}"), pa, pb, i % 2 == 1).unwrap();
+        legs.push((a, b));
+        ice.push(creds);
     }
     wait_foreign(&t.relays[1], CALLS as u64);
 
@@ -134,7 +136,7 @@ fn standby_takes_over_twenty_calls_after_sigkill() {
     }
     wait_foreign(&t.relays[1], CALLS as u64);
 
-    let (gaps, resumed) = fail_over_with_media(&t, &mut daemons, legs, FLOAT, 0, 1);
+    let (gaps, resumed, callers) = fail_over_with_media(&t, &mut daemons, legs, FLOAT, 0, 1);
     let (median, max) = median_max_ms(gaps.clone());
     println!(
         "HA-FIGURES active-passive: calls preserved {resumed}/{CALLS}; media gap at failover median {median:.0} ms, max {max:.0} ms"
@@ -144,6 +146,16 @@ fn standby_takes_over_twenty_calls_after_sigkill() {
         "every call resumes both ways on the standby"
     );
     assert_eq!(stat(&t.relays[1], "sessionsown"), CALLS as u64);
+    // The ICE-terminated legs' agents moved too: consent checks get signed successes.
+    for (leg, creds) in callers.iter().zip(&ice) {
+        if let Some(c) = creds {
+            assert_eq!(
+                consent_check(leg, c),
+                Some((None, true)),
+                "consent after takeover"
+            );
+        }
+    }
 
     // The old active comes back (links up, no address): it restores its calls from its state
     // file, finds them owned by relay1 at a higher epoch, and releases them. No fight.
@@ -196,7 +208,7 @@ fn pool_survivor_takes_over_the_dead_relays_calls() {
     for i in 0..10 {
         let r = i % 2;
         let (pa, pb) = (24_000 + 2 * i as u16, 26_000 + 2 * i as u16);
-        let (a, b) = open_call(&t, r, &format!("pool-{i}"), pa, pb, i % 4 == 1).unwrap();
+        let (a, b, _) = open_call(&t, r, &format!("pool-{i}"), pa, pb, i % 4 == 1).unwrap();
         let want = if r == 0 { FLOAT } else { FLOAT1 };
         assert_eq!(
             a.relay.ip().to_string(),
@@ -209,7 +221,7 @@ fn pool_survivor_takes_over_the_dead_relays_calls() {
     wait_foreign(&t.relays[1], 5);
     assert_eq!(stat(&t.relays[0], "sessionsown"), 5);
 
-    let (gaps, resumed) = fail_over_with_media(&t, &mut daemons, legs, FLOAT, 0, 1);
+    let (gaps, resumed, _) = fail_over_with_media(&t, &mut daemons, legs, FLOAT, 0, 1);
     let (median, max) = median_max_ms(gaps);
     println!(
         "HA-FIGURES active-active: calls preserved {resumed}/10; media gap at failover median {median:.0} ms, max {max:.0} ms"
@@ -220,7 +232,7 @@ fn pool_survivor_takes_over_the_dead_relays_calls() {
     );
     assert_eq!(stat(&t.relays[1], "sessionsown"), 10);
     // New calls go to the survivor.
-    let (a, _b) = open_call(&t, 1, "pool-new", 28_000, 28_500, false).unwrap();
+    let (a, ..) = open_call(&t, 1, "pool-new", 28_000, 28_500, false).unwrap();
     assert_eq!(a.relay.ip().to_string(), FLOAT1);
     drop(daemons);
     drop(redis);
