@@ -78,26 +78,25 @@ impl PortAllocator {
         })
     }
 
-    pub fn release(&mut self, port: u16) {
-        self.used.remove(&port);
-    }
-
-    pub fn in_use(&self) -> usize {
-        self.used.len()
-    }
-
-    /// True when `port` lies in the allocator's range.
-    pub fn in_range(&self, port: u16) -> bool {
-        (self.min..=self.max).contains(&port)
+    /// Marks a port taken (a restored call's); false if it lies outside the range.
+    pub fn reserve(&mut self, port: u16) -> bool {
+        if port < self.min || port > self.max {
+            return false;
+        }
+        self.used.insert(port);
+        true
     }
 
     pub fn is_used(&self, port: u16) -> bool {
         self.used.contains(&port)
     }
 
-    /// Marks `port` used (a call imported from another relay holds it); false if it already was.
-    pub fn reserve(&mut self, port: u16) -> bool {
-        self.used.insert(port)
+    pub fn release(&mut self, port: u16) {
+        self.used.remove(&port);
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.used.len()
     }
 }
 
@@ -123,6 +122,15 @@ mod tests {
                 max: 30_011
             })
         );
+    }
+
+    #[test]
+    fn reserve_marks_ports_inside_the_range_only() {
+        let mut a = PortAllocator::new(30_000, 30_003).unwrap();
+        assert!(a.reserve(30_000) && a.reserve(30_001));
+        assert!(!a.reserve(40_000));
+        assert_eq!(a.allocate(true), Ok(30_002));
+        assert_eq!(a.in_use(), 4);
     }
 
     #[test]

@@ -101,6 +101,20 @@ pub struct Config {
     pub ha: HaConfig,
 }
 
+impl Default for HaConfig {
+    /// No shared store.
+    fn default() -> HaConfig {
+        HaConfig {
+            redis: None,
+            key_prefix: "xdp-relay:".into(),
+            expires: Duration::from_secs(86_400),
+            relay_id: "relay".into(),
+            standby: false,
+            auto_takeover: true,
+        }
+    }
+}
+
 /// Shared state and takeover (Redis).
 #[derive(Clone, Debug)]
 pub struct HaConfig {

@@ -95,12 +95,14 @@ impl Daemon {
         self.child.as_ref().map(Child::id)
     }
 
-    /// SIGKILL and reap: a crash, nothing cleaned up by the daemon (its pins stay).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    /// SIGKILL and wait: a crash or an OOM kill, nothing runs on the way out.
+    pub fn kill(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        child.kill().context("SIGKILL to our daemon")?;
+        child.wait()?;
+        Ok(())
     }
 
     /// SIGTERM and wait (what an init system does); returns the exit status success.

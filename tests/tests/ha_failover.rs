@@ -65,7 +65,7 @@ fn fail_over_with_media(
     );
     std::thread::sleep(Duration::from_millis(1500));
     let t_fail = Instant::now();
-    daemons[from].kill();
+    daemons[from].kill().unwrap();
     t.fail_over(addr, from, to, true).unwrap();
     // Bounded: resumption is checked below from the arrival times.
     std::thread::sleep(Duration::from_secs(4));

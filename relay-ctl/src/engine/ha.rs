@@ -4,22 +4,21 @@
 
 use std::{
     collections::BTreeSet,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::{Engine, epoch, obj};
+use super::{CallSync, Engine, Now, ng::NgError, replies::obj, state::epoch};
 use crate::state::{
     Remote,
     ha::{Action, Ha},
     redis::{RedisConfig, RedisStore},
 };
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -27,8 +26,8 @@ fn now_ms() -> u64 {
 pub(super) struct HaState {
     pub ha: Ha<RedisStore>,
     pub events: Option<mpsc::UnboundedReceiver<Remote>>,
-    /// Own calls changed since the last flush.
-    pub touched: BTreeSet<String>,
+    /// Calls an NG delete ended: their keys go whoever owns them.
+    pub forced: BTreeSet<String>,
     /// A standby takes no new calls until it has taken over.
     pub standby: bool,
 }
@@ -36,7 +35,7 @@ pub(super) struct HaState {
 impl Engine {
     /// Connects the store (lazily: Redis may be down) and reconciles the restored calls with
     /// it. Called once the restored calls are installed.
-    pub(super) fn ha_start(&mut self) -> anyhow::Result<()> {
+    pub(super) fn ha_start(&mut self, now: Now) -> anyhow::Result<()> {
         let Some(url) = self.cfg.ha.redis.clone() else {
             return Ok(());
         };
@@ -69,11 +68,14 @@ impl Engine {
         self.ha = Some(HaState {
             ha,
             events: Some(rx),
-            touched: own,
+            forced: BTreeSet::new(),
             standby: self.cfg.ha.standby,
         });
-        self.ha_actions(Instant::now(), actions);
-        self.ha_flush();
+        self.ha_actions(now, actions);
+        // Every own call is (re)written: Redis may have lost them while we were down.
+        for call_id in own {
+            self.state.mark(&call_id);
+        }
         Ok(())
     }
 
@@ -86,7 +88,7 @@ impl Engine {
         self.ha.is_some()
     }
 
-    pub fn handle_remote(&mut self, now: Instant, ev: Remote) {
+    pub fn handle_remote(&mut self, now: Now, ev: Remote) {
         let own: BTreeSet<String> = self.meta.keys().cloned().collect();
         let Some(h) = self.ha.as_mut() else { return };
         let actions = h.ha.handle(&mut self.sessions, &own, ev);
@@ -94,7 +96,7 @@ impl Engine {
     }
 
     /// The host's addresses (polled every 200 ms): automatic takeover.
-    pub fn poll_addresses(&mut self, now: Instant) {
+    pub fn poll_addresses(&mut self, now: Now) {
         let Some(h) = self.ha.as_mut() else { return };
         let host = match crate::state::local_addrs() {
             Ok(a) => a,
@@ -103,90 +105,71 @@ impl Engine {
                 return;
             }
         };
-        let actions = h.ha.poll_addrs(&host, now_ms());
+        let actions = h.ha.poll_addrs(&host, ms(now.wall));
         self.ha_actions(now, actions);
     }
 
-    fn ha_actions(&mut self, now: Instant, actions: Vec<Action>) {
+    fn ha_actions(&mut self, now: Now, actions: Vec<Action>) {
         for a in actions {
             match a {
                 Action::Install(call_id) => {
                     self.touch(now, &call_id);
-                    self.sync_call(&call_id);
+                    let update = self.sessions.call_update(&call_id);
+                    self.sync_call(&call_id, update.into());
                     if let Some(h) = self.ha.as_mut() {
                         h.standby = false;
-                        h.touched.insert(call_id);
                     }
-                    self.mark_dirty();
                 }
                 Action::Release(call_id) => {
-                    self.release_call(&call_id);
-                    self.mark_dirty();
+                    // Sockets, entries and agents go; the session stays, as foreign.
+                    self.sync_call(&call_id, CallSync::default());
+                    self.meta.remove(&call_id);
+                    tracing::info!(%call_id, "call released (owned by another relay now)");
                 }
             }
         }
     }
 
-    /// Removes a call's sockets, entries and agents; the session stays (foreign).
-    fn release_call(&mut self, call_id: &str) {
-        self.apply(call_id, Vec::new());
-        for gone in self.bound.remove(call_id).unwrap_or_default() {
-            self.ports.unbind(&gone);
-            self.call_of.remove(&gone);
-            self.stats.remove(&gone);
-            if let Some(slot) = self.slots.remove(&gone) {
-                self.free_slots.push(slot);
-            }
-        }
-        self.agent_of.retain(|_, (k, _)| k.0 != call_id);
-        self.agents.retain(|k, _| k.0 != call_id);
-        self.meta.remove(call_id);
-        self.pending_deletes.retain(|(_, c, ..)| c != call_id);
-        tracing::info!(%call_id, "call released (owned by another relay now)");
+    /// True for a call held for another relay (the journal does not keep those).
+    pub(super) fn ha_is_foreign(&self, call_id: &str) -> bool {
+        self.ha.as_ref().is_some_and(|h| h.ha.is_foreign(call_id))
     }
 
-    /// Notes a change to `call_id` for the next store write.
-    pub(super) fn ha_touch(&mut self, call_id: &str) {
-        if let Some(h) = self.ha.as_mut() {
-            h.touched.insert(call_id.to_owned());
-        }
-    }
-
-    /// Writes the records of own calls changed since the last flush (batched with the state
-    /// file: the store's writer sends them as one pipeline).
-    pub(super) fn ha_flush(&mut self) {
+    /// The same changes the journal gets, to the store: a record per changed own call, a delete
+    /// per ended one (the store batches them into one pipeline).
+    /// The store stamps each record's write time itself.
+    pub(super) fn ha_commit(&mut self, dirty: &BTreeSet<String>) {
         let Some(h) = self.ha.as_mut() else { return };
-        let now = now_ms();
-        for call_id in std::mem::take(&mut h.touched) {
-            if let Some(m) = self.meta.get(&call_id) {
-                h.ha.put_call(&self.sessions, &call_id, epoch(m.created), now);
+        for call_id in dirty {
+            if let Some(m) = self.meta.get(call_id) {
+                h.ha.put_call(&self.sessions, call_id, epoch(m.created), 0);
+            } else if !self.sessions.call_ids().any(|c| c == call_id) {
+                let force = h.forced.remove(call_id);
+                h.ha.call_deleted(&mut self.sessions, call_id, force);
             }
         }
     }
 
-    /// A call ended here: by signalling (`force`: its key goes whoever owns it) or a timeout.
-    pub(super) fn ha_deleted(&mut self, call_id: &str, force: bool) {
-        if let Some(h) = self.ha.as_mut()
-            && !self.sessions.call_ids().any(|c| c == call_id)
-        {
-            h.touched.remove(call_id);
-            h.ha.call_deleted(&mut self.sessions, call_id, force);
+    /// An NG delete is about to end `call_id`: its key goes whoever owns it.
+    pub(super) fn ha_force_delete(&mut self, call_id: &str) {
+        if let Some(h) = self.ha.as_mut() {
+            h.forced.insert(call_id.to_owned());
         }
     }
 
     /// Before an offer or answer: signalling for a foreign call means it is ours now (the
     /// proxy moved it here); a standby takes no new call.
-    pub(super) fn ha_before_signal(&mut self, now: Instant, call_id: &str) -> Result<(), String> {
+    pub(super) fn ha_before_signal(&mut self, now: Now, call_id: &str) -> Result<(), NgError> {
         let Some(h) = self.ha.as_mut() else {
             return Ok(());
         };
         if h.ha.is_foreign(call_id) {
-            let action = h.ha.takeover_call(call_id, now_ms());
+            let action = h.ha.takeover_call(call_id, ms(now.wall));
             self.ha_actions(now, action.into_iter().collect());
             return Ok(());
         }
         if h.standby && !self.meta.contains_key(call_id) {
-            return Err("Relay is a standby; it takes no new calls before a takeover".into());
+            return Err(NgError::Standby);
         }
         Ok(())
     }
@@ -205,12 +188,12 @@ impl Engine {
     }
 
     /// NG `takeover`: every foreign call whose addresses are on this host becomes ours.
-    pub(super) fn ng_takeover(&mut self, now: Instant) -> Result<Map<String, Value>, String> {
+    pub(super) fn ng_takeover(&mut self, now: Now) -> Result<Map<String, Value>, NgError> {
         let Some(h) = self.ha.as_mut() else {
-            return Err("No shared state configured (--redis)".into());
+            return Err(NgError::NoSharedState);
         };
-        let host = crate::state::local_addrs().map_err(|e| e.to_string())?;
-        let actions = h.ha.takeover_present(&host, now_ms());
+        let host = crate::state::local_addrs().unwrap_or_default();
+        let actions = h.ha.takeover_present(&host, ms(now.wall));
         h.standby = false;
         let n = actions.len();
         let left = h.ha.foreign_calls().count();

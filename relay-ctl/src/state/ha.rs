@@ -111,7 +111,7 @@ impl<S: CallStore> Ha<S> {
             .map(str::to_owned)
             .collect();
         for c in stale {
-            sessions.remove_call(&c);
+            remove_call(sessions, &c);
             self.foreign.remove(&c);
         }
         let mut actions = Vec::new();
@@ -166,6 +166,10 @@ impl<S: CallStore> Ha<S> {
                 self.store.forget(&id);
                 self.counters.demoted += 1;
                 tracing::warn!(call_id = %id, owner = %rec.owner, epoch = rec.epoch, "call taken over by another relay: releasing it here, keeping it as foreign");
+                // The new owner's version replaces ours (ports stay reserved either way).
+                if let Err(e) = sessions.import_call(rec.call.clone()) {
+                    tracing::debug!(call_id = %id, error = %e, "keeping our version of a released call");
+                }
                 self.foreign.insert(id.clone(), rec);
                 vec![Action::Release(id)]
             }
@@ -173,7 +177,7 @@ impl<S: CallStore> Ha<S> {
                 let present = sessions.call_ids().any(|c| c == id);
                 if present {
                     self.foreign.remove(&id);
-                } else if let Err(e) = sessions.import_call(&id, rec.call.clone()) {
+                } else if let Err(e) = sessions.import_call(rec.call.clone()) {
                     self.counters.import_failed += 1;
                     tracing::warn!(call_id = %id, error = %e, "cannot restore an own call from the store");
                     return Vec::new();
@@ -186,11 +190,9 @@ impl<S: CallStore> Ha<S> {
 
     fn hold_foreign(&mut self, sessions: &mut Sessions, rec: CallRecord) {
         let id = rec.call_id.clone();
-        if self.foreign.contains_key(&id) {
-            sessions.remove_call(&id);
-        }
-        match sessions.import_call(&id, rec.call.clone()) {
-            Ok(()) => {
+        // Replaces the version held so far, if any; refused whole otherwise.
+        match sessions.import_call(rec.call.clone()) {
+            Ok(_) => {
                 self.foreign.insert(id, rec);
             }
             Err(e) => {
@@ -220,7 +222,7 @@ impl<S: CallStore> Ha<S> {
     pub fn call_deleted(&mut self, sessions: &mut Sessions, call_id: &str, force: bool) {
         self.epochs.remove(call_id);
         if self.foreign.remove(call_id).is_some() {
-            sessions.remove_call(call_id);
+            remove_call(sessions, call_id);
         }
         self.store.delete(call_id, force);
     }
@@ -240,7 +242,7 @@ impl<S: CallStore> Ha<S> {
             }
             Remote::Gone(call_id) => {
                 if self.foreign.remove(&call_id).is_some() {
-                    sessions.remove_call(&call_id);
+                    remove_call(sessions, &call_id);
                     tracing::info!(%call_id, "foreign call ended");
                 }
                 Vec::new()
@@ -309,6 +311,13 @@ impl<S: CallStore> Ha<S> {
             actions.push(Action::Install(id));
         }
         actions
+    }
+}
+
+/// Removes a call and frees its ports, if it is there.
+fn remove_call(sessions: &mut Sessions, call_id: &str) {
+    if sessions.call_ids().any(|c| c == call_id) {
+        let _ = sessions.delete(call_id, None, None);
     }
 }
 

@@ -9,9 +9,11 @@
 //!   adds `epoch` and `updated_ms`). The header lets Redis's write script and the keyspace
 //!   subscriber read owner and epoch from the first bytes (GETRANGE) without decoding the call.
 //!
-//! `call` is relay-core's [`CallExport`], which carries its own body version.
+//! `call` is relay-core's per-call record ([`CallExport`]), which carries its own version.
 
-use relay_core::session::CallExport;
+use std::net::IpAddr;
+
+pub use relay_core::session::CallRecord as CallExport;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -158,11 +160,14 @@ impl CallRecord {
             2 => serde_json::from_value(v).map_err(corrupt)?,
             other => return Err(RecordError::Version(other)),
         };
-        let body = rec.call.call_version;
-        if !(relay_core::session::CALL_VERSION_MIN..=relay_core::session::CALL_VERSION)
-            .contains(&body)
-        {
+        let body = rec.call.version;
+        if !(1..=relay_core::session::CALL_RECORD_VERSION).contains(&body) {
             return Err(RecordError::Version(u64::from(body)));
+        }
+        if rec.call.call_id != rec.call_id {
+            return Err(RecordError::Corrupt(
+                "record and call body name other calls".into(),
+            ));
         }
         Ok(rec)
     }
@@ -194,6 +199,15 @@ impl CallRecord {
         }
         serde_json::to_vec(&v).unwrap_or_default()
     }
+}
+
+/// The bind addresses a call's relay endpoints use (what a relay needs on its host to take it
+/// over).
+pub fn binds(call: &CallExport) -> Vec<IpAddr> {
+    let mut b: Vec<IpAddr> = call.endpoints().iter().map(|e| e.ip()).collect();
+    b.sort();
+    b.dedup();
+    b
 }
 
 /// `xdp-relay-call VERSION OWNER EPOCH\n`
@@ -264,7 +278,7 @@ pub(crate) mod tests {
         assert_eq!((back.owner.as_str(), back.epoch), ("a", 3));
         let v1 = CallRecord::decode(&r.encode_v1()).unwrap();
         assert_eq!((v1.version, v1.epoch, v1.call_id.as_str()), (2, 0, "c1"));
-        assert_eq!(v1.call.ports(), r.call.ports());
+        assert_eq!(v1.call.endpoints(), r.call.endpoints());
     }
 
     #[test]
@@ -277,7 +291,7 @@ pub(crate) mod tests {
         future.extend_from_slice(b"anything at all");
         assert_eq!(CallRecord::decode(&future).unwrap_err().kind(), "version");
         let mut v: Value = serde_json::from_slice(&enc[nl + 1..]).unwrap();
-        v["call"]["call_version"] = Value::from(99);
+        v["call"]["version"] = Value::from(99);
         let mut body_future = enc[..=nl].to_vec();
         body_future.extend(serde_json::to_vec(&v).unwrap());
         assert_eq!(

@@ -279,8 +279,11 @@ async fn writer(
         for (call_id, p) in &batch {
             let k = key(&cfg.prefix, call_id);
             match p {
-                Pending::Put => match own.get(call_id) {
+                Pending::Put => match own.get_mut(call_id) {
                     Some(rec) => {
+                        rec.updated_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64);
                         pipe.cmd("EVAL")
                             .arg(&put_script)
                             .arg(1)

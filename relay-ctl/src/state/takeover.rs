@@ -96,7 +96,11 @@ pub fn takeover_candidates<'a>(
 ) -> Vec<String> {
     foreign
         .into_iter()
-        .filter(|r| r.call.binds().iter().all(|a| present.contains(a)))
+        .filter(|r| {
+            super::record::binds(&r.call)
+                .iter()
+                .all(|a| present.contains(a))
+        })
         .map(|r| r.call_id.clone())
         .collect()
 }
