@@ -237,3 +237,73 @@ fn pool_survivor_takes_over_the_dead_relays_calls() {
     drop(daemons);
     drop(redis);
 }
+
+/// A call whose record is in the previous format (version 1: JSON only, no takeover epoch), as
+/// an older relay left it: a standby started afterwards restores it and takes it over.
+#[test]
+fn previous_format_record_is_restored_and_taken_over() {
+    let test = "previous_format_record_is_restored_and_taken_over";
+    if !privileged(test) || !relay_tests::redis::available(test) {
+        return;
+    }
+    let t = HaTopology::new(false).unwrap();
+    let bpffs = Bpffs::new(&t.prefix).unwrap();
+    let redis = Redis::start(&t.redis_ns, 6394).unwrap();
+    let url = format!("--redis={}", redis.unix_url(0));
+    let common = [url.as_str(), "--detach"];
+    let mut active = start(&t, &bpffs, 0, t.daemon_args(0), &common);
+    let (a, b, _) = open_call(&t, 0, "old-1", 21_000, 23_000, false).unwrap();
+    let t0 = Instant::now();
+    while redis.count_keys(0, "xdp-relay:call:*").unwrap() != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "record not written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    active.kill().unwrap();
+    // Rewrite the key as a version 1 relay would have written it.
+    let client = redis::Client::open(redis.unix_url(0)).unwrap();
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .unwrap();
+    let key = "xdp-relay:call:old-1";
+    let v2: Vec<u8> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+    let rec = relay_ctl::state::record::CallRecord::decode(&v2).unwrap();
+    let v1 = rec.encode_v1();
+    assert_eq!(v1.first(), Some(&b'{'), "version 1 is JSON only");
+    redis::cmd("SET")
+        .arg(key)
+        .arg(v1)
+        .query::<()>(&mut conn)
+        .unwrap();
+
+    t.fail_over(FLOAT, 0, 1, true).unwrap();
+    let mut standby_args = common.to_vec();
+    standby_args.push("--standby");
+    let standby = start(&t, &bpffs, 1, t.daemon_args(1), &standby_args);
+    let t0 = Instant::now();
+    while stat(&t.relays[1], "sessionsown") != 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "version 1 call not taken over"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ra, rb) = (
+        MediaRun::start(vec![a], TICK, Duration::from_secs(10)),
+        MediaRun::start(vec![b], TICK, Duration::from_secs(10)),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let t_mid = Instant::now() - Duration::from_millis(500);
+    let ((aa, _), (ab, _)) = (ra.finish(), rb.finish());
+    assert_eq!(
+        (aa.alive_after(t_mid), ab.alive_after(t_mid)),
+        (1, 1),
+        "media both ways on the restored call"
+    );
+    // Taken over means rewritten in the current format, owned by relay1 at epoch 1.
+    let now: Vec<u8> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+    let rec = relay_ctl::state::record::CallRecord::decode(&now).unwrap();
+    assert_eq!((rec.owner.as_str(), rec.epoch), ("relay1", 1));
+    assert!(now.starts_with(b"xdp-relay-call 2 relay1 1\n"));
+    drop(standby);
+    drop(active);
+}
