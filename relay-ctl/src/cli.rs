@@ -272,6 +272,19 @@ pub fn show(c: &Common, call_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Takes over every foreign call whose media addresses are on this host (standby takeover).
+pub fn takeover(c: &Common) -> Result<()> {
+    let reply = client(c)?.call(&request("takeover"))?;
+    print_or(c, &reply, || {
+        println!(
+            "taken over: {} calls; foreign calls left: {}",
+            reply.get("taken over").unwrap_or(&Value::Null),
+            reply.get("foreign left").unwrap_or(&Value::Null)
+        );
+    });
+    Ok(())
+}
+
 pub fn statistics(c: &Common) -> Result<Map<String, Value>> {
     Ok(client(c)?.call(&request("statistics"))?)
 }

@@ -58,6 +58,10 @@ pub enum ConfigError {
     MaxStreams(u32),
     #[error(transparent)]
     Datapath(#[from] crate::datapath::DatapathError),
+    #[error(
+        "redis = {url:?}: {why} (expected redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH?db=DB)"
+    )]
+    Redis { url: String, why: String },
     #[error("{key} = {value:?}: expected one of {allowed}")]
     Choice {
         key: &'static str,
@@ -159,6 +163,38 @@ pub struct Config {
     pub log_level: Option<String>,
     /// On exit, detach the program and remove the pins.
     pub detach: bool,
+    pub ha: HaConfig,
+}
+
+impl Default for HaConfig {
+    /// No shared store.
+    fn default() -> HaConfig {
+        HaConfig {
+            redis: None,
+            key_prefix: "xdp-relay:".into(),
+            expires: Duration::from_secs(86_400),
+            relay_id: "relay".into(),
+            standby: false,
+            auto_takeover: true,
+        }
+    }
+}
+
+/// Shared state and takeover (Redis).
+#[derive(Clone, Debug)]
+pub struct HaConfig {
+    /// Redis URL; none: the state file only.
+    pub redis: Option<String>,
+    pub key_prefix: String,
+    /// Expiry of a call's key; live calls' keys are rewritten every third of it.
+    pub expires: Duration,
+    /// This relay's id in the records it owns (default: the host name).
+    pub relay_id: String,
+    /// Start as a standby: hold other relays' calls as foreign, own none until a takeover.
+    pub standby: bool,
+    /// Take over foreign calls when their media address appears on this host (else only on
+    /// `relay-ctl takeover`).
+    pub auto_takeover: bool,
 }
 
 /// The TOML file; every key optional, names as the flags.
@@ -183,6 +219,13 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub detach: Option<bool>,
     pub datapath: Option<String>,
+    pub redis: Option<String>,
+    pub redis_key_prefix: Option<String>,
+    pub redis_expires: Option<u64>,
+    pub relay_id: Option<String>,
+    pub standby: Option<bool>,
+    /// auto or manual.
+    pub takeover: Option<String>,
 }
 
 /// Reads `path` (when given), overlays `flags` (set values win) and validates the result. An
@@ -395,6 +438,48 @@ impl FileConfig {
         for spec in &xdp_devices {
             crate::datapath::parse_spec(spec, datapath)?;
         }
+        let redis = flags.redis.or(self.redis);
+        if let Some(url) = &redis
+            && let Err(e) = ::redis::Client::open(url.as_str())
+        {
+            return Err(ConfigError::Redis {
+                url: url.clone(),
+                why: e.to_string(),
+            });
+        }
+        let relay_id = flags.relay_id.or(self.relay_id).unwrap_or_else(hostname);
+        if relay_id.is_empty()
+            || relay_id.len() > 64
+            || !relay_id.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(ConfigError::Choice {
+                key: "relay-id",
+                value: relay_id,
+                allowed: "1 to 64 printable ASCII characters without spaces",
+            });
+        }
+        let takeover = flags
+            .takeover
+            .or(self.takeover)
+            .unwrap_or_else(|| "auto".into());
+        choice("takeover", &takeover, &["auto", "manual"], "auto, manual")?;
+        let ha = HaConfig {
+            redis,
+            key_prefix: flags
+                .redis_key_prefix
+                .or(self.redis_key_prefix)
+                .unwrap_or_else(|| "xdp-relay:".into()),
+            expires: Duration::from_secs(
+                flags
+                    .redis_expires
+                    .or(self.redis_expires)
+                    .unwrap_or(86_400)
+                    .max(3),
+            ),
+            relay_id,
+            standby: flags.standby.or(self.standby).unwrap_or(false),
+            auto_takeover: takeover == "auto",
+        };
         Ok(Config {
             interfaces,
             xdp_devices,
@@ -432,6 +517,7 @@ impl FileConfig {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
             log_level,
             detach: flags.detach.or(self.detach).unwrap_or(false),
+            ha,
         })
     }
 }
@@ -488,7 +574,20 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
     );
     cmp(old.pin_dir != new.pin_dir, "pin-dir", false);
     cmp(old.state_file != new.state_file, "state-file", false);
+    cmp(
+        format!("{:?}", old.ha) != format!("{:?}", new.ha),
+        "redis",
+        false,
+    );
     p
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "relay".into())
 }
 
 fn choice(
@@ -582,6 +681,22 @@ mod tests {
             let e = FileConfig::default().merge(f).unwrap_err().to_string();
             assert!(e.contains(&format!("max-streams = {n}")), "{e}");
         }
+        let mut f = flags(&["192.0.2.1"]);
+        f.redis = Some("http://x".into());
+        let e = FileConfig::default().merge(f).unwrap_err().to_string();
+        assert!(e.contains("redis = \"http://x\""), "{e}");
+        let c: FileConfig = toml::from_str(
+            "redis = \"redis://10.0.0.9:6379/4\"\nredis-key-prefix = \"p:\"\nrelay-id = \"a\"\nstandby = true\ntakeover = \"manual\"",
+        )
+        .unwrap();
+        let c = c.merge(flags(&["192.0.2.1"])).unwrap();
+        assert_eq!(c.ha.redis.as_deref(), Some("redis://10.0.0.9:6379/4"));
+        assert_eq!(
+            (c.ha.key_prefix.as_str(), c.ha.relay_id.as_str()),
+            ("p:", "a")
+        );
+        assert!(c.ha.standby && !c.ha.auto_takeover);
+        assert_eq!(c.ha.expires, Duration::from_secs(86_400));
         let c: FileConfig = toml::from_str("max-streams = 262144").unwrap();
         let c = c.merge(flags(&["192.0.2.1"])).unwrap();
         assert_eq!(c.max_streams, 262_144);

@@ -23,6 +23,8 @@ use crate::{
 /// Bound on queued relay-port datagrams: a flood of unknown-stream packets fills this queue
 /// and the kernel drops the rest, while NG requests keep their own socket and get served.
 const INBOUND_QUEUE: usize = 4096;
+/// How often the host's addresses are read for the automatic takeover (getifaddrs).
+const ADDRESS_POLL: Duration = Duration::from_millis(200);
 /// NG requests handled per journal sync at most, besides the one that woke the loop.
 const NG_BATCH: usize = 63;
 
@@ -58,6 +60,9 @@ pub async fn run(
         .with_context(|| format!("binding the NG control socket {}", cfg.ng_listen))?;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let mut engine = engine_init(PortSockets::new(in_tx), now())?;
+    let mut remote = engine.take_remote_events();
+    let mut addr_poll = tokio::time::interval(ADDRESS_POLL);
+    addr_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let (mreq_tx, mut mreq_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
     if let Some(addr) = cfg.metrics_listen {
@@ -130,6 +135,19 @@ pub async fn run(
             // Devices that disappear are noticed within a second (their streams then go to the
             // daemon); nothing else depends on this timer.
             _ = device_watch.tick() => crate::datapath::watch(),
+            Some(ev) = async {
+                match remote.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                engine.handle_remote(now(), ev);
+                engine.commit();
+            }
+            _ = addr_poll.tick(), if engine.ha_enabled() => {
+                engine.poll_addresses(now());
+                engine.commit();
+            }
         }
     }
     notify(&[NotifyState::Stopping]);

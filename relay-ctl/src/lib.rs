@@ -16,6 +16,7 @@ pub mod ngwire;
 pub mod pins;
 pub mod ports;
 pub mod rtpe_compat;
+pub mod state;
 pub mod state_file;
 pub mod top;
 pub mod xdp;

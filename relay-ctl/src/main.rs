@@ -70,6 +70,9 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Take over the foreign calls (held from Redis) whose media addresses are on this host:
+    /// install their entries and ICE-lite agents and own them.
+    Takeover(Common),
     /// Fast-path verdict counters (from the pinned map) and daemon statistics.
     Stats {
         /// bpffs directory the daemon pinned its maps under.
@@ -164,6 +167,24 @@ struct DaemonArgs {
     /// Capacity of the XDP stream table, one entry per relay endpoint; pinned maps keep their size [default: 65536].
     #[arg(long, value_name = "N")]
     max_streams: Option<u32>,
+    /// Also keep calls in Redis (redis://[:PASSWORD@]HOST[:PORT][/DB]): standby takeover, pools [default: none, the state file only].
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Prefix of the relay's Redis keys [default: xdp-relay:].
+    #[arg(long, value_name = "PREFIX")]
+    redis_key_prefix: Option<String>,
+    /// Expiry of a call's Redis key, seconds; live calls' keys are refreshed [default: 86400].
+    #[arg(long, value_name = "SECONDS")]
+    redis_expires: Option<u64>,
+    /// This relay's id as owner of its calls [default: the host name].
+    #[arg(long, value_name = "ID")]
+    relay_id: Option<String>,
+    /// Start as a standby: hold the other relays' calls as foreign until a takeover [default: off].
+    #[arg(long)]
+    standby: bool,
+    /// auto: take over foreign calls when their media address appears here; manual: only on `relay-ctl takeover` [default: auto].
+    #[arg(long, value_name = "MODE")]
+    takeover: Option<String>,
     /// Most calls held at once (rtpengine's max-sessions); an offer for a new call beyond it gets `load limit` (proxies that say they support it) or an error [default: 0, no limit].
     #[arg(long, value_name = "N")]
     max_sessions: Option<u64>,
@@ -206,6 +227,12 @@ impl DaemonArgs {
             final_timeout: self.final_timeout,
             max_streams: self.max_streams,
             max_sessions: self.max_sessions,
+            redis: self.redis.clone(),
+            redis_key_prefix: self.redis_key_prefix.clone(),
+            redis_expires: self.redis_expires,
+            relay_id: self.relay_id.clone(),
+            standby: self.standby.then_some(true),
+            takeover: self.takeover.clone(),
             ice: self.ice.clone(),
             latching: self.latching.clone(),
             ng_listen: self.ng_listen,
@@ -255,6 +282,7 @@ fn main() -> ExitCode {
         } => cli::delete(&common, &call_id, from_tag.as_deref(), to_tag.as_deref()),
         Cmd::List(c) => cli::list(&c),
         Cmd::Show { call_id, common } => cli::show(&common, &call_id),
+        Cmd::Takeover(c) => cli::takeover(&c),
         Cmd::Stats { pin_dir, common } => stats(&common, &pin_dir),
         Cmd::Top(args) => relay_ctl::top::run(&args),
         Cmd::Detach(pins) => detach(&pins),

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub userspace_forwarded: u64,
     /// Journal writes that failed (changes not durable until the next write succeeds).
     pub state_write_errors: u64,
+    /// Further families, already in exposition format (shared state: [`crate::state`]).
+    pub extra: String,
 }
 
 fn escape(v: &str) -> String {
@@ -117,6 +119,7 @@ pub fn render(s: &Snapshot) -> String {
         "# HELP relay_state_write_errors_total Journal writes that failed: those changes are not durable until a later write succeeds.\n# TYPE relay_state_write_errors_total counter\nrelay_state_write_errors_total {}",
         s.state_write_errors
     );
+    o.push_str(&s.extra);
     o
 }
 
@@ -168,6 +171,7 @@ mod tests {
             ice_consent_lapsed: 2,
             userspace_forwarded: 7,
             state_write_errors: 1,
+            extra: "# TYPE relay_calls_foreign gauge\nrelay_calls_foreign 1\n".into(),
         };
         let t = render(&s);
         for line in [
@@ -182,6 +186,7 @@ mod tests {
             "relay_state_write_errors_total 1",
             "relay_datapath{device=\"veth0\",datapath=\"tc\"} 1",
             "relay_datapath{device=\"eth1\",datapath=\"xdp\"} 0",
+            "relay_calls_foreign 1",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
@@ -418,6 +423,7 @@ mod tests {
             ice_consent_lapsed: 0,
             userspace_forwarded: 0,
             state_write_errors: 0,
+            extra: String::new(),
         };
         // name -> label -> values, as rendered.
         let mut exported: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();

@@ -145,6 +145,18 @@ impl Drop for Daemon {
     }
 }
 
+/// CPU time a process has used so far, all threads (from /proc/PID/task/*/schedstat), in ns.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// One NG request to our daemon from inside `ns`; `Err` for transport errors and `error`
 /// results alike.
 pub fn ng_call(ns: &Netns, request: Value) -> Result<Map<String, Value>> {

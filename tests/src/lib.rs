@@ -5,9 +5,11 @@
 pub mod call;
 pub mod daemon;
 pub mod frames;
+pub mod ha;
 pub mod ice;
 pub mod kamailio;
 pub mod netns;
+pub mod redis;
 pub mod rtpengine;
 pub mod service;
 pub mod sniff;

@@ -86,6 +86,28 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `f` on a thread that has entered the namespace named `name` and waits for it.
+pub fn in_netns<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let path = format!("/run/netns/{name}");
+    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only; the fd is valid for the call.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(anyhow::anyhow!(
+                "setns: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
+}
+
 /// Creates a veth pair with `a` in `ns_a` and `b` in `ns_b`, addressed and up.
 pub fn veth(
     ns_a: &Netns,

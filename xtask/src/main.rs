@@ -60,7 +60,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let env = setup::ensure()?;
     match cli.cmd {
-        Cmd::Setup => setup::install_peers(),
+        Cmd::Setup => setup::install_peers().and_then(|()| setup::install_redis()),
         Cmd::Demo => {
             require_root("the demo creates network namespaces and loads XDP")?;
             cargo(
@@ -143,6 +143,8 @@ fn test(env: &setup::Env, fuzz_seconds: u32) -> Result<()> {
     }
     // The NG equivalence tests run Debian's rtpengine next to our daemon.
     setup::install_peers()?;
+    // The HA tests run their own redis-server instances.
+    setup::install_redis()?;
     step("cargo fmt --check");
     cargo(env, &["fmt", "--all", "--check"])?;
     step("clippy (workspace)");

@@ -171,6 +171,36 @@ pub fn ensure_package_tools() -> Result<()> {
     Ok(())
 }
 
+/// Installs Debian's `redis-server` for the HA tests, which start their own instances on the
+/// loopback of a test namespace; the package's service is not started (policy-rc.d).
+pub fn install_redis() -> Result<()> {
+    const BIN: &str = "/usr/bin/redis-server";
+    if std::path::Path::new(BIN).exists() {
+        report("redis-server", "present");
+        return Ok(());
+    }
+    let _policy = PolicyGuard::install()?;
+    if !apt_has_candidate("redis-server") {
+        run(Command::new("apt-get").args(["update", "-q"]))
+            .context("apt-get update failed (are you root, is the Debian mirror reachable?)")?;
+    }
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "redis-server",
+        ]))
+    .context("apt-get install redis-server failed")?;
+    if !std::path::Path::new(BIN).exists() {
+        bail!("redis-server installed but {BIN} is missing");
+    }
+    report("redis-server", "installed");
+    Ok(())
+}
+
 /// Debian package of the reference NG implementation the equivalence tests run next to ours.
 const PEER_PACKAGE: &str = "rtpengine-daemon";
 /// Where Debian's invoke-rc.d looks for a policy; exit code 101 means "do not start services".

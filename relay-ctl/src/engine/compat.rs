@@ -96,6 +96,7 @@ impl Engine {
             return self.ng_answer(now, req);
         }
         let opts = req.offer_options()?;
+        self.ha_before_signal(now, &call_id)?;
         if !self.meta.contains_key(&call_id)
             && let Some(r) = ngopts::load_limit(
                 self.meta.len(),
@@ -151,6 +152,7 @@ impl Engine {
         let to_tag = req.required("to-tag")?.to_owned();
         let media = req.media_options()?;
         let opts = req.answer_options()?;
+        self.ha_before_signal(now, &call_id)?;
         let sdp = match ngopts::pre(&sdp, &media, opts.received_from, &self.compat.instance) {
             Pre::PassThrough(s) => return Ok(obj(json!({"result": "ok", "sdp": s}))),
             Pre::Process(s) => s,
@@ -220,9 +222,13 @@ impl Engine {
                     .check_tags(&call_id, f.as_deref(), t.as_deref())
                     .is_ok()
             });
+        if !known && self.ha_delete_foreign(&call_id) {
+            return Ok(obj(json!({"result": "ok"})));
+        }
         if !known {
             return not_found(d.fatal);
         }
+        self.ha_force_delete(&call_id);
         let reply = if d.fast {
             obj(json!({"result": "ok"}))
         } else {

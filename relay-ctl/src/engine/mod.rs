@@ -18,6 +18,7 @@
 
 mod compat;
 mod fast_path;
+mod ha;
 mod ice;
 mod ng;
 mod replies;
@@ -131,6 +132,8 @@ pub struct Engine {
     outbox: Vec<Outgoing>,
     /// Labels, Via branches, TOS and rtpengine-named figures (issue 15).
     compat: compat::Compat,
+    /// Shared state (Redis), when configured.
+    ha: Option<ha::HaState>,
 }
 
 struct Outgoing {
@@ -213,6 +216,7 @@ impl Engine {
             stats: Stats::default(),
             outbox: Vec::new(),
             compat: compat::Compat::new(now.instant),
+            ha: None,
         };
         for (call_id, created) in calls {
             let created = state::from_epoch(created);
@@ -237,6 +241,7 @@ impl Engine {
             orphan_entries_removed = orphans,
             "state restored"
         );
+        engine.ha_start(now)?;
         // One snapshot in the current format; the journal starts empty.
         engine.flush_state();
         Ok(engine)

@@ -50,6 +50,10 @@ pub enum NgError {
     /// wording first).
     #[error("Parallel session limit reached ({0} calls, --max-sessions)")]
     SessionLimit(u64),
+    #[error("Relay is a standby; it takes no new calls before a takeover")]
+    Standby,
+    #[error("No shared state configured (--redis)")]
+    NoSharedState,
     #[error(
         "Out of file descriptors (limit {limit}): relay ports are left but cannot be opened; \
          raise LimitNOFILE (the port range needs {needed})"
@@ -174,6 +178,7 @@ impl Engine {
             "query" => self.ng_query(now, req),
             "list" => Ok(self.list_reply(req)),
             "statistics" => Ok(self.statistics_ng(now, self.statistics_reply())),
+            "takeover" => self.ng_takeover(now),
             "" => Err(NgError::NoCommand),
             _ => Err(NgError::UnknownCommand),
         }

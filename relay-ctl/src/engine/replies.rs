@@ -92,7 +92,7 @@ impl Engine {
         obj(json!({
             "result": "ok",
             "statistics": {
-                "currentstatistics": {"sessionsown": self.meta.len(), "sessionstotal": self.stats.sessions_total},
+                "currentstatistics": {"sessionsown": self.meta.len(), "sessionsforeign": self.foreign_count(), "sessionstotal": self.stats.sessions_total},
                 "userspace forwarded packets": self.stats.userspace_forwarded,
                 "fastpath": fast_path,
                 "datapath": crate::datapath::status_json(),

@@ -87,7 +87,10 @@ impl Engine {
     /// batch of NG requests, and after every other event.
     pub fn commit(&mut self) {
         if !self.state.dirty.is_empty() {
-            let ops: Vec<Op> = std::mem::take(&mut self.state.dirty)
+            let dirty = std::mem::take(&mut self.state.dirty);
+            // The same changes go to the shared store (Redis), when there is one.
+            self.ha_commit(&dirty);
+            let ops: Vec<Op> = dirty
                 .into_iter()
                 .map(|call_id| match self.saved_call(&call_id) {
                     Some(c) => Op::Put(Box::new(c)),
@@ -108,6 +111,10 @@ impl Engine {
 
     /// One call as the journal keeps it.
     fn saved_call(&self, call_id: &str) -> Option<SavedCall> {
+        // Another relay's call held here is that relay's state, not ours.
+        if self.ha_is_foreign(call_id) {
+            return None;
+        }
         let record = self.sessions.export_call(call_id)?;
         let endpoints = self.bound.get(call_id);
         Some(SavedCall {

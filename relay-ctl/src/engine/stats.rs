@@ -70,6 +70,7 @@ impl Engine {
             ice_consent_lapsed: self.stats.ice_consent_lapsed,
             userspace_forwarded: self.stats.userspace_forwarded,
             state_write_errors: self.state.write_errors,
+            extra: self.ha_metrics(),
         }
     }
 }

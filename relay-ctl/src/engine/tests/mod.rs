@@ -164,6 +164,7 @@ impl Harness {
             log_level: None,
             detach: false,
             datapath: crate::datapath::Choice::Auto,
+            ha: Default::default(),
         };
         let table = Rc::new(RefCell::new(TableState::default()));
         let sockets = Rc::new(RefCell::new(SocketState::default()));
