@@ -6,5 +6,7 @@ pub mod latch;
 pub mod ports;
 pub mod sdp;
 pub mod session;
+pub mod session_crypto;
 pub mod sip;
+pub mod srtp_sdp;
 pub mod stun;
