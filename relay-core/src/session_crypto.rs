@@ -187,8 +187,13 @@ impl SectionCrypto {
                     Some(("crypto", Some(v))) if level == 1 => {
                         c.cryptos.push(CryptoAttr::parse(v)?);
                     }
+                    // Several hashes of one certificate may be listed (RFC 8122 s.5); the
+                    // first is kept, each is checked for syntax.
                     Some(("fingerprint", Some(v))) => {
-                        c.fingerprint = Some(Fingerprint::parse(v)?);
+                        let f = Fingerprint::parse(v)?;
+                        if level == 1 || c.fingerprint.is_none() {
+                            c.fingerprint.get_or_insert(f);
+                        }
                     }
                     Some(("setup", Some(v))) => c.setup = Some(v.parse()?),
                     _ => {}

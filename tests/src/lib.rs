@@ -9,6 +9,7 @@ pub mod ice;
 pub mod netns;
 pub mod rtpengine;
 pub mod topology;
+pub mod webrtc;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -53,7 +53,10 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let env = setup::ensure()?;
     match cli.cmd {
-        Cmd::Setup => setup::install_peers(),
+        Cmd::Setup => {
+            setup::install_peers()?;
+            setup::ensure_webrtc_peer()
+        }
         Cmd::Demo => {
             require_root("the demo creates network namespaces and loads XDP")?;
             cargo(
@@ -132,6 +135,8 @@ fn test(env: &setup::Env, fuzz_seconds: u32) -> Result<()> {
     }
     // The NG equivalence tests run Debian's rtpengine next to our daemon.
     setup::install_peers()?;
+    // The WebRTC gateway tests drive aiortc as the browser leg.
+    setup::ensure_webrtc_peer()?;
     step("cargo fmt --check");
     cargo(env, &["fmt", "--all", "--check"])?;
     step("clippy (workspace)");
