@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod crypto_media;
 pub mod daemon;
 pub mod dtls;
 pub mod engine;
