@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dtls;
 pub mod engine;
 pub mod metrics;
+pub mod ngcrypto;
 pub mod ngmap;
 pub mod ngwire;
 pub mod persist;

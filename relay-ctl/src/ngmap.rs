@@ -29,8 +29,13 @@ pub fn normalise(key: &str) -> String {
 
 impl Request {
     pub fn new(raw: &Map<String, Value>) -> Request {
+        let mut dict: Map<String, Value> =
+            raw.iter().map(|(k, v)| (normalise(k), v.clone())).collect();
+        if let Some(Value::String(f)) = dict.remove("rtpp-flags") {
+            expand_rtpp_flags(&mut dict, &f);
+        }
         Request {
-            dict: raw.iter().map(|(k, v)| (normalise(k), v.clone())).collect(),
+            dict,
             unknown: Vec::new(),
         }
     }
@@ -85,6 +90,9 @@ impl Request {
     fn flags(&mut self) -> Flags {
         let mut f = Flags::default();
         for flag in self.list("flags") {
+            if crate::ngcrypto::is_crypto_flag(&flag) {
+                continue;
+            }
             match normalise(&flag).as_str() {
                 "trust-address" => f.trust_address = true,
                 "symmetric" => f.symmetric = true,
@@ -215,6 +223,44 @@ impl Request {
     }
 }
 
+/// rtpengine's `rtpp_flags` string (what Kamailio sends with `rtpp_flags` set): `key=value`
+/// items become keys (list keys such as `rtcp-mux`, `SDES`, `replace` collect), `rtcp-mux-X`
+/// and `replace-X` go to their lists, anything else is a `flags` item. Explicit keys win.
+fn expand_rtpp_flags(dict: &mut Map<String, Value>, flags: &str) {
+    const LISTS: &[&str] = &["rtcp-mux", "sdes", "replace", "direction", "received-from"];
+    let push = |dict: &mut Map<String, Value>, key: &str, v: &str| {
+        let entry = dict
+            .entry(key.to_owned())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        match entry {
+            Value::Array(a) => a.push(Value::String(v.to_owned())),
+            Value::String(s) => {
+                *entry = Value::Array(vec![
+                    Value::String(std::mem::take(s)),
+                    Value::String(v.to_owned()),
+                ])
+            }
+            _ => {}
+        }
+    };
+    for token in flags.split_ascii_whitespace() {
+        if let Some((k, v)) = token.split_once('=') {
+            let k = normalise(k);
+            if LISTS.contains(&k.as_str()) {
+                push(dict, &k, v);
+            } else {
+                dict.entry(k).or_insert_with(|| Value::String(v.to_owned()));
+            }
+        } else if let Some(v) = token.strip_prefix("rtcp-mux-") {
+            push(dict, "rtcp-mux", v);
+        } else if let Some(v) = token.strip_prefix("replace-") {
+            push(dict, "replace", v);
+        } else {
+            push(dict, "flags", token);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -260,6 +306,20 @@ mod tests {
         assert_eq!(both.rtcp_mux, RtcpMuxOption::OfferReject);
         assert!(o.flags.strict_source);
         assert_eq!(r.int("delete-delay"), Ok(Some(30)));
+    }
+
+    #[test]
+    fn rtpp_flags_string_expands_to_keys_lists_and_flags() {
+        let mut r = req(
+            json!({"rtpp_flags": "ICE=force DTLS=passive RTP/SAVPF rtcp-mux-offer SDES-off replace-origin trust-address"}),
+        );
+        let o = r.offer_options().unwrap();
+        assert_eq!(o.ice, IceOption::Force);
+        assert_eq!(o.rtcp_mux, RtcpMuxOption::Offer);
+        assert!(o.replace.origin && o.flags.trust_address);
+        assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+        assert_eq!(r.str("dtls"), Some("passive"));
+        assert_eq!(r.list("flags"), ["RTP/SAVPF", "SDES-off", "trust-address"]);
     }
 
     #[test]

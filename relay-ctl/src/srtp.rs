@@ -236,10 +236,10 @@ impl SrtpContext {
         grow: bool,
         f: unsafe extern "C" fn(Session, *mut c_void, *mut c_int) -> c_int,
     ) -> Result<(), SrtpError> {
-        let want = match (grow, self.direction) {
-            (true, Direction::Outbound) | (false, Direction::Inbound) => true,
-            _ => false,
-        };
+        let want = matches!(
+            (grow, self.direction),
+            (true, Direction::Outbound) | (false, Direction::Inbound)
+        );
         if !want {
             return Err(SrtpError::Lib(-1));
         }
