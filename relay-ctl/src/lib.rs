@@ -7,6 +7,7 @@ pub mod crypto_media;
 pub mod daemon;
 pub mod dtls;
 pub mod engine;
+pub mod gateway;
 pub mod metrics;
 pub mod ngcrypto;
 pub mod ngmap;
