@@ -316,6 +316,7 @@ pub fn query_table(call_id: &str, reply: &Map<String, Value>) -> String {
             "PACKETS",
             "BYTES",
             "LAST-SEEN",
+            "FORWARDING",
         ]
         .map(String::from),
     ];
@@ -340,11 +341,15 @@ pub fn query_table(call_id: &str, reply: &Map<String, Value>) -> String {
                     s(stats.and_then(|x| x.get("packets"))),
                     s(stats.and_then(|x| x.get("bytes"))),
                     utc(st.get("last packet")),
+                    st.get("forwarding")
+                        .and_then(Value::as_str)
+                        .unwrap_or("-")
+                        .to_owned(),
                 ]);
             }
         }
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = format!("call {call_id}  created {}\n", utc(reply.get("created")));

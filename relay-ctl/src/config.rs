@@ -94,6 +94,9 @@ pub struct Config {
     pub pin_dir: PathBuf,
     /// Where sessions are persisted so a restarted daemon recovers them.
     pub state_file: PathBuf,
+    /// The relay's DTLS certificate and key (PEM), made on first start and kept so the
+    /// a=fingerprint survives restarts; default `dtls-cert.pem` beside the state file.
+    pub dtls_cert: PathBuf,
 }
 
 /// The TOML file; every key optional, names as the flags.
@@ -114,6 +117,7 @@ pub struct FileConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub pin_dir: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
+    pub dtls_cert: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -202,10 +206,18 @@ impl FileConfig {
                 .pin_dir
                 .or(self.pin_dir)
                 .unwrap_or_else(|| PathBuf::from(crate::xdp::DEFAULT_PIN_DIR)),
+            dtls_cert: Default::default(),
             state_file: flags
                 .state_file
                 .or(self.state_file)
                 .unwrap_or_else(|| PathBuf::from("/var/lib/xdp-relay/sessions.json")),
+        })
+        .map(|mut c: Config| {
+            c.dtls_cert = flags
+                .dtls_cert
+                .or(self.dtls_cert)
+                .unwrap_or_else(|| c.state_file.with_file_name("dtls-cert.pem"));
+            c
         })
     }
 }

@@ -114,6 +114,8 @@ impl DtlsIdentity {
                 if cert.not_after() > renew {
                     return DtlsIdentity::from_parts(cert, key);
                 }
+                // About to expire: replaced below.
+                let _ = fs::remove_file(path);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(e)),
@@ -124,7 +126,9 @@ impl DtlsIdentity {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let tmp = path.with_extension("tmp");
+        // Written aside, then linked into place: of daemons starting together on one path, one
+        // wins and the others load its certificate, so all advertise the same fingerprint.
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -134,7 +138,19 @@ impl DtlsIdentity {
             .map_err(io_err)?;
         f.write_all(&pem).map_err(io_err)?;
         f.sync_all().map_err(io_err)?;
-        fs::rename(&tmp, path).map_err(io_err)?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let pem = fs::read(path).map_err(io_err)?;
+                return DtlsIdentity::from_parts(
+                    X509::from_pem(&pem)?,
+                    PKey::private_key_from_pem(&pem)?,
+                );
+            }
+            Err(e) => return Err(io_err(e)),
+        }
         Ok(id)
     }
 

@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     config::Config,
+    gateway::{Gateway, GatewayState},
     metrics::Snapshot,
     ngmap::{Request, normalise},
     ngwire::{self, Encoding},
@@ -74,6 +75,8 @@ pub struct Engine {
     ice_checks: BTreeMap<&'static str, u64>,
     /// Sessions changed since the state file was last written (see [`Engine::flush_state`]).
     dirty: bool,
+    /// gateway: SRTP termination (WebRTC <-> SIP); its streams never enter the fast path.
+    gateway: Gateway,
 }
 
 impl Engine {
@@ -108,6 +111,16 @@ impl Engine {
         }));
         // Counter slots as the table really is (a re-opened pinned one keeps its size).
         let capacity = relay.stream_capacity()?;
+        let identity = crate::dtls::DtlsIdentity::load_or_create(&cfg.dtls_cert)
+            .with_context(|| format!("DTLS certificate {}", cfg.dtls_cert.display()))?;
+        tracing::info!(fingerprint = %identity.fingerprint, "DTLS identity");
+        let gateway = Gateway::new(
+            identity,
+            saved
+                .as_ref()
+                .map(|s| s.gateway.clone())
+                .unwrap_or_default(),
+        );
         let mut engine = Engine {
             cfg,
             relay,
@@ -132,6 +145,7 @@ impl Engine {
             agents: HashMap::new(),
             agent_of: HashMap::new(),
             ice_checks: BTreeMap::new(),
+            gateway,
         };
         if let Some(sv) = saved {
             let now = Instant::now();
@@ -188,6 +202,7 @@ impl Engine {
                 .map(|(c, m)| (c.clone(), epoch(m.created)))
                 .collect(),
             slots: self.slots.iter().map(|(a, s)| (*a, *s)).collect(),
+            gateway: self.gateway.snapshot(),
         };
         let result = serde_json::to_vec(&saved)
             .map_err(std::io::Error::other)
@@ -277,11 +292,26 @@ impl Engine {
         let call_id = required(req, "call-id")?;
         let from_tag = required(req, "from-tag")?;
         let sdp = required_sdp(req)?;
-        let opts = req.offer_options().map_err(|e| e.to_string())?;
+        let mut opts = req.offer_options().map_err(|e| e.to_string())?;
+        let (crypto, implied) = crate::ngcrypto::crypto_options(req).map_err(|e| e.to_string())?;
+        if implied.ice_force {
+            opts.ice = relay_core::session::IceOption::Force;
+        }
+        if implied.rtcp_mux_require {
+            opts.rtcp_mux = relay_core::session::RtcpMuxOption::Require;
+        } else if implied.rtcp_mux_offer {
+            opts.rtcp_mux = relay_core::session::RtcpMuxOption::Offer;
+        }
+        // gateway: a dry run first, so an offer it refuses changes nothing.
+        self.gateway
+            .offer(&call_id, &from_tag, &sdp, &crypto, true)?;
         let out = self
             .sessions
             .offer(&call_id, &from_tag, &sdp, &opts)
             .map_err(|e| session_error_reason(&e))?;
+        let out = self
+            .gateway
+            .offer(&call_id, &from_tag, &out, &crypto, false)?;
         Ok(self.rewritten(now, &call_id, out))
     }
 
@@ -291,11 +321,17 @@ impl Engine {
         // rtpengine's order of checks, so a request missing both gets the same error.
         let sdp = required_sdp(req)?;
         let to_tag = required(req, "to-tag")?;
-        let opts = req.answer_options().map_err(|e| e.to_string())?;
+        let mut opts = req.answer_options().map_err(|e| e.to_string())?;
+        let (crypto, implied) = crate::ngcrypto::crypto_options(req).map_err(|e| e.to_string())?;
+        if implied.ice_force {
+            opts.ice = Some(relay_core::session::IceOption::Force);
+        }
+        self.gateway.answer(&call_id, &sdp, &crypto, true)?;
         let out = self
             .sessions
             .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
             .map_err(|e| session_error_reason(&e))?;
+        let out = self.gateway.answer(&call_id, &out, &crypto, false)?;
         Ok(self.rewritten(now, &call_id, out))
     }
 
@@ -351,6 +387,7 @@ impl Engine {
         self.sync_call(call_id);
         if !self.sessions.call_ids().any(|c| c == call_id) {
             self.meta.remove(call_id);
+            self.gateway.remove(call_id);
             tracing::info!(%call_id, "call deleted");
         }
         Ok(())
@@ -392,6 +429,10 @@ impl Engine {
                         "stats": {"packets": s.packets + f.packets, "bytes": s.bytes + f.bytes, "errors": 0},
                         "fast path": {"packets": f.packets, "bytes": f.bytes},
                         "last packet": last,
+                        "forwarding": match self.gateway.converts(&local) {
+                            Some(why) => format!("daemon ({why})"),
+                            None => "fast path".to_owned(),
+                        },
                     });
                     // Latched peer, or for ICE legs the nominated one the entry accepts from.
                     let peer = leg
@@ -444,6 +485,7 @@ impl Engine {
             "statistics": {
                 "currentstatistics": {"sessionsown": self.meta.len(), "sessionstotal": self.sessions_total},
                 "userspace forwarded packets": self.userspace_forwarded,
+                "crypto": serde_json::to_value(self.gateway.counters).unwrap_or_default(),
                 "fastpath": fast_path,
             },
         }))
@@ -492,8 +534,16 @@ impl Engine {
         if !locals.is_empty() {
             self.bound.insert(call_id.to_owned(), locals);
         }
+        // gateway: endpoints of streams whose SRTP the relay terminates stay out of the fast path.
+        let streams = self.sessions.streams(call_id);
+        self.gateway.bind(call_id, &streams, Instant::now());
         let new = self.sessions.call_entries(call_id);
         self.apply(call_id, new);
+        for local in self.bound.get(call_id).into_iter().flatten() {
+            if self.entries.contains_key(local) && self.gateway.converts(local).is_some() {
+                let _ = self.relay.remove_stream(&StreamKey::from(*local));
+            }
+        }
         self.sync_ice(call_id);
     }
 
@@ -631,6 +681,11 @@ impl Engine {
     /// Puts one entry into the XDP stream table; on failure the daemon keeps forwarding that
     /// stream itself, so a full map degrades speed, not service.
     fn install(&mut self, call_id: &str, e: &ForwardingEntry) {
+        if let Some(why) = self.gateway.converts(&e.local) {
+            tracing::debug!(%call_id, local = %e.local, %why, "stream forwarded by the daemon");
+            let _ = self.relay.remove_stream(&StreamKey::from(e.local));
+            return;
+        }
         let slot = match self.slots.get(&e.local) {
             Some(s) => *s,
             None => {
@@ -708,6 +763,9 @@ impl Engine {
         let Some(&first) = data.first() else { return };
         match first {
             0..=3 => self.stun(now, local, source, &data),
+            20..=63 if self.gateway.converts(&local).is_some() => {
+                self.dtls(now, local, source, &data)
+            }
             // DTLS-SRTP is end to end (the fingerprints in the SDP pass unchanged): its records
             // follow the media's path, checked against the same latch or nomination.
             20..=63 | 128..=191 => self.media(now, local, source, &data),
@@ -755,6 +813,22 @@ impl Engine {
             Some(r) if is_rtcp(data) => r,
             _ => e.rewrite,
         };
+        // gateway: SRTP <-> RTP; a packet failing auth or replayed is dropped (and counted).
+        let converted;
+        let data = if self.gateway.converts(&local).is_some() {
+            match self.gateway.media(&local, data) {
+                Ok(v) => {
+                    converted = v;
+                    &converted[..]
+                }
+                Err(why) => {
+                    tracing::trace!(%local, %source, %why, "media dropped");
+                    return;
+                }
+            }
+        } else {
+            data
+        };
         if self.ports.send(&rewrite.from, rewrite.to, data) {
             self.userspace_forwarded += 1;
         }
@@ -766,6 +840,46 @@ impl Engine {
             && let Some(m) = self.meta.get_mut(call_id)
         {
             m.last_activity = now;
+        }
+    }
+
+    /// gateway: a DTLS record on an endpoint whose leg the relay terminates, from the peer the
+    /// entry expects; replies go back to it.
+    fn dtls(&mut self, now: Instant, local: SocketAddr, source: SocketAddr, data: &[u8]) {
+        let expected = self.entries.get(&local).and_then(|e| e.expected_source);
+        if expected.is_some_and(|s| s != source) {
+            tracing::debug!(%local, %source, "DTLS from a source other than the leg's peer, dropped");
+            return;
+        }
+        let before = self.gateway.counters.dtls_handshakes_ok;
+        let Some(replies) = self.gateway.dtls(&local, now, data) else {
+            return self.media(now, local, source, data);
+        };
+        for r in replies {
+            self.ports.send(&local, source, &r);
+        }
+        if self.gateway.counters.dtls_handshakes_ok != before {
+            // The exported keys go to the state file: a restart resumes without a handshake.
+            self.mark_dirty();
+        }
+    }
+
+    /// gateway: DTLS retransmissions and first flights, to each leg's peer.
+    fn dtls_poll(&mut self, now: Instant) {
+        for (local, rec) in self.gateway.poll(now) {
+            let peer = self
+                .entries
+                .get(&local)
+                .and_then(|e| e.expected_source)
+                .or_else(|| {
+                    self.entries
+                        .values()
+                        .find(|e| e.rewrite.from == local)
+                        .map(|e| e.rewrite.to)
+                });
+            if let Some(peer) = peer {
+                self.ports.send(&local, peer, &rec);
+            }
         }
     }
 
@@ -782,6 +896,7 @@ impl Engine {
                 }
             }
         }
+        self.dtls_poll(now);
         let keys: Vec<_> = self.agents.keys().cloned().collect();
         for key in keys {
             if let Some(a) = self.agents.get_mut(&key) {
@@ -870,6 +985,7 @@ impl Engine {
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
             userspace_forwarded: self.userspace_forwarded,
+            crypto: self.gateway.counters,
         }
     }
 
@@ -924,6 +1040,8 @@ struct Saved {
     sessions: relay_core::session::SessionsState,
     calls: Vec<(String, u64)>,
     slots: Vec<(SocketAddr, u32)>,
+    #[serde(default)]
+    gateway: GatewayState,
 }
 
 /// RFC 5761 s.4: on a muxed port, RTCP has payload types 192-223 in the second byte.

@@ -12,8 +12,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use relay_core::sdp::Sdp;
+use relay_core::sdp::{Line, LineEnding};
 use relay_core::session::StreamInfo;
-use relay_core::session_crypto::{self, CryptoOptions, StreamCrypto};
+use relay_core::session_crypto::{self, CryptoOptions, LegCrypto, StreamCrypto};
 use relay_core::srtp_sdp::Fingerprint;
 
 use crate::crypto_media::{CryptoStream, MediaDrop};
@@ -39,6 +40,9 @@ struct GwStream {
     /// Keys DTLS exported, by leg, kept for a restart.
     #[serde(default)]
     dtls_keys: [Option<SrtpKeys>; 2],
+    /// The offer's a=mid, for an answer that has none (WebRTC stacks insist on it).
+    #[serde(default)]
+    mid: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -145,12 +149,20 @@ impl Gateway {
             let st = session_crypto::offer(i, &s.session, section, eol, opts, &fp, &mut keygen)
                 .map_err(|e| format!("Failed to parse SDP: {e}"))?;
             strip |= st.pending.as_ref().is_some_and(|p| p.offerer.is_some());
+            if st.pending.as_ref().is_some_and(|p| p.dtls.is_some()) {
+                explicit_direction(&s.session, section, eol);
+            }
+            let mid = section.iter().find_map(|l| match l.attr() {
+                Some(("mid", Some(v))) => Some(v.to_owned()),
+                _ => None,
+            });
             out.insert(
                 i,
                 GwStream {
                     crypto: st,
                     offerer_side: side,
                     dtls_keys: Default::default(),
+                    mid,
                 },
             );
         }
@@ -205,6 +217,20 @@ impl Gateway {
             let mut st = gs.crypto.clone();
             session_crypto::answer(i, &s.session, section, eol, &mut st, opts, &fp, &mut keygen)
                 .map_err(|e| format!("Failed to parse SDP: {e}"))?;
+            if matches!(st.legs[0], LegCrypto::Dtls { .. }) {
+                explicit_direction(&s.session, section, eol);
+            }
+            // A WebRTC offerer matches answer sections to its own by a=mid (RFC 8843 s.7.3):
+            // the relay answering its SRTP answers with its mid too.
+            if let (true, Some(mid)) = (st.legs[0].terminated(), &gs.mid)
+                && !section.iter().any(|l| l.is_attr("mid"))
+            {
+                let at = section
+                    .iter()
+                    .rposition(|l| l.ending != LineEnding::None)
+                    .map_or(section.len(), |p| p + 1);
+                section.insert(at, Line::new(format!("a=mid:{mid}"), eol));
+            }
             strip |= st.legs[0].terminated();
             settled.push((i, st, before));
         }
@@ -361,6 +387,23 @@ impl Gateway {
             })
             .unwrap_or_default()
     }
+}
+
+/// RFC 3264's default (sendrecv) written out for a WebRTC leg: JSEP stacks do not assume it.
+fn explicit_direction(session: &[Line], section: &mut Vec<Line>, eol: LineEnding) {
+    let dir = |l: &Line| {
+        ["sendrecv", "sendonly", "recvonly", "inactive"]
+            .iter()
+            .any(|d| l.is_attr(d))
+    };
+    if session.iter().any(dir) || section.iter().any(dir) {
+        return;
+    }
+    let at = section
+        .iter()
+        .rposition(|l| l.ending != LineEnding::None)
+        .map_or(section.len(), |p| p + 1);
+    section.insert(at, Line::new("a=sendrecv", eol));
 }
 
 #[cfg(test)]

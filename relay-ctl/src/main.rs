@@ -102,6 +102,9 @@ struct DaemonArgs {
     pin_dir: Option<PathBuf>,
     #[arg(long)]
     state_file: Option<PathBuf>,
+    /// The relay's DTLS certificate (PEM, made if missing); default beside the state file.
+    #[arg(long)]
+    dtls_cert: Option<PathBuf>,
     /// On exit, detach the program and remove the pins (default: keep forwarding).
     #[arg(long)]
     detach: bool,
@@ -161,6 +164,7 @@ fn daemon_config(args: &DaemonArgs) -> Result<Config> {
         metrics_listen: args.metrics_listen,
         pin_dir: args.pin_dir.clone(),
         state_file: args.state_file.clone(),
+        dtls_cert: args.dtls_cert.clone(),
     };
     Ok(file.merge(flags)?)
 }

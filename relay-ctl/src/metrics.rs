@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub ice_checks: Vec<(String, u64)>,
     /// Media the daemon forwarded itself while a flow was being learned.
     pub userspace_forwarded: u64,
+    /// The SRTP gateway's counters.
+    pub crypto: crate::gateway::GatewayCounters,
 }
 
 fn escape(v: &str) -> String {
@@ -89,6 +91,22 @@ pub fn render(s: &Snapshot) -> String {
         "# HELP relay_userspace_forwarded_packets_total Media forwarded by the daemon before a fast-path entry existed.\n# TYPE relay_userspace_forwarded_packets_total counter\nrelay_userspace_forwarded_packets_total {}",
         s.userspace_forwarded
     );
+    let c = &s.crypto;
+    let _ = writeln!(
+        o,
+        "# HELP relay_dtls_handshakes_total DTLS-SRTP handshakes the relay terminated, by outcome.\n# TYPE relay_dtls_handshakes_total counter\nrelay_dtls_handshakes_total{{outcome=\"ok\"}} {}\nrelay_dtls_handshakes_total{{outcome=\"failed\"}} {}\nrelay_dtls_handshakes_total{{outcome=\"fingerprint_mismatch\"}} {}",
+        c.dtls_handshakes_ok, c.dtls_handshakes_failed, c.dtls_fingerprint_mismatch
+    );
+    let _ = writeln!(
+        o,
+        "# HELP relay_srtp_dropped_total SRTP/SRTCP packets the daemon refused, by reason.\n# TYPE relay_srtp_dropped_total counter\nrelay_srtp_dropped_total{{reason=\"auth\"}} {}\nrelay_srtp_dropped_total{{reason=\"replay\"}} {}\nrelay_srtp_dropped_total{{reason=\"other\"}} {}",
+        c.srtp_auth_failures, c.srtp_replays, c.srtp_dropped_other
+    );
+    let _ = writeln!(
+        o,
+        "# HELP relay_crypto_forwarded_packets_total Media the daemon forwarded with SRTP conversion (never in the fast path).\n# TYPE relay_crypto_forwarded_packets_total counter\nrelay_crypto_forwarded_packets_total {}",
+        c.crypto_forwarded
+    );
     o
 }
 
@@ -137,6 +155,10 @@ mod tests {
             ng_requests: vec![("offer".into(), "ok".into(), 3)],
             ice_checks: vec![("success".into(), 5), ("unauthorized".into(), 1)],
             userspace_forwarded: 7,
+            crypto: crate::gateway::GatewayCounters {
+                srtp_replays: 2,
+                ..Default::default()
+            },
         };
         let t = render(&s);
         for line in [
@@ -147,6 +169,7 @@ mod tests {
             "relay_ng_requests_total{command=\"offer\",result=\"ok\"} 3",
             "relay_ice_checks_total{outcome=\"unauthorized\"} 1",
             "relay_userspace_forwarded_packets_total 7",
+            "relay_srtp_dropped_total{reason=\"replay\"} 2",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
