@@ -433,3 +433,37 @@ fn gateway_call_survives_daemon_restart() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sip_phone_calls_browser_through_the_gateway() {
+    if !relay_tests::privileged("sip_phone_calls_browser_through_the_gateway") {
+        return;
+    }
+    let r = Relay::start(&[]).unwrap();
+    let sip_sdp = sdp(&r.t.caller.addr, 6000, &[]);
+    let to_browser_sdp = r.offer("webrtc-2", "sip", &sip_sdp, to_browser());
+    assert_eq!(
+        attr(&to_browser_sdp, "setup"),
+        Some("passive"),
+        "{to_browser_sdp}"
+    );
+    assert!(to_browser_sdp.contains("a=rtcp-mux"), "{to_browser_sdp}");
+    let mut b = BrowserLeg::start(&r.t.callee.ns, "answer", 5.0).unwrap();
+    b.give_sdp(&to_browser_sdp).unwrap();
+    let answer = b.sdp().unwrap();
+    assert_eq!(attr(&answer, "setup"), Some("active"), "{answer}");
+    let to_sip_sdp = r.answer("webrtc-2", "sip", "browser", &answer, to_sip());
+    assert!(to_sip_sdp.contains(" RTP/AVP "), "{to_sip_sdp}");
+    for gone in ["a=fingerprint", "a=setup", "a=ice-", "a=candidate"] {
+        assert!(
+            !to_sip_sdp.contains(gone),
+            "{gone} toward SIP: {to_sip_sdp}"
+        );
+    }
+    let sock = bind(&r.t.caller.ns, &format!("{}:6000", r.t.caller.addr));
+    let sip = sip_leg(sock, media_addr(&to_sip_sdp), 5.0, None, None);
+    let (sip_got, sip_sent) = sip.join().unwrap();
+    let s = b.summary(Duration::from_secs(15)).unwrap();
+    check_browser_audio(&s, &sip_got, sip_sent);
+    assert_eq!(stats(&r)["dtls_handshakes_ok"], 1);
+}
