@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(out) = s.offer("c", "A", text, &opts) {
         // The relay's own output must be acceptable input.
-        assert!(Sdp::parse(&out).and_then(|p| p.describe()).is_ok());
+        assert!(Sdp::parse(&out.sdp).and_then(|p| p.describe()).is_ok());
         let _ = s.answer("c", "A", "B", text, &AnswerOptions::default());
         let _ = s.offer("c", "A", text, &opts);
         for e in s.entries() {

@@ -141,6 +141,18 @@ mod user {
         }
     }
 
+    impl StreamKey {
+        pub fn socket_addr(&self) -> Option<SocketAddr> {
+            Endpoint {
+                addr: self.addr,
+                port: self.port,
+                family: self.family,
+                _pad: 0,
+            }
+            .socket_addr()
+        }
+    }
+
     impl Endpoint {
         pub fn socket_addr(&self) -> Option<SocketAddr> {
             let ip = match self.family {

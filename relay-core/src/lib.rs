@@ -1,6 +1,8 @@
 //! Sans-IO protocol and session logic of the relay: no sockets, no clocks, no aya.
 //! Time and packets are passed in; actions come out.
+pub mod component;
 pub mod creds;
+pub mod forwarding;
 pub mod ice;
 pub mod latch;
 pub mod ports;

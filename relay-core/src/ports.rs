@@ -78,6 +78,19 @@ impl PortAllocator {
         })
     }
 
+    /// Marks a port taken (a restored call's); false if it lies outside the range.
+    pub fn reserve(&mut self, port: u16) -> bool {
+        if port < self.min || port > self.max {
+            return false;
+        }
+        self.used.insert(port);
+        true
+    }
+
+    pub fn is_used(&self, port: u16) -> bool {
+        self.used.contains(&port)
+    }
+
     pub fn release(&mut self, port: u16) {
         self.used.remove(&port);
     }
@@ -109,6 +122,15 @@ mod tests {
                 max: 30_011
             })
         );
+    }
+
+    #[test]
+    fn reserve_marks_ports_inside_the_range_only() {
+        let mut a = PortAllocator::new(30_000, 30_003).unwrap();
+        assert!(a.reserve(30_000) && a.reserve(30_001));
+        assert!(!a.reserve(40_000));
+        assert_eq!(a.allocate(true), Ok(30_002));
+        assert_eq!(a.in_use(), 4);
     }
 
     #[test]

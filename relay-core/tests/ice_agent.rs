@@ -381,3 +381,59 @@ fn sha256_integrity_is_verified() {
         (401, false)
     );
 }
+
+#[test]
+fn consent_expiry_is_informational_and_a_later_nomination_is_new() {
+    let (mut a, l, r) = setup();
+    let t0 = Instant::now();
+    send(
+        &mut a,
+        t0,
+        PEER,
+        &signed(req(&l, &r).use_candidate(), &l.pwd),
+    )
+    .unwrap();
+    while a.poll_event().is_some() {}
+    a.handle_timeout(t0 + Duration::from_secs(30));
+    assert!(matches!(
+        a.poll_event(),
+        Some(IceEvent::ConsentExpired { .. })
+    ));
+    // Indications keep NAT bindings open but prove nothing; they neither refresh nor fail.
+    let ind = MessageBuilder::new(Class::Indication, stun::BINDING, TransactionId([9; 12]))
+        .fingerprint()
+        .build()
+        .unwrap();
+    assert_eq!(
+        send(&mut a, t0 + Duration::from_secs(31), PEER, &ind),
+        Ok(None)
+    );
+    assert_eq!(a.poll_timeout(), None, "nothing left to time out");
+}
+
+#[test]
+fn components_follow_the_leg_and_messages_are_told_apart_by_ufrag() {
+    let l = Credentials::random();
+    let r = Credentials::random();
+    let mut a = IceLiteAgent::new(l.clone(), 1);
+    a.set_remote_credentials(r.clone());
+    let d = signed(req(&l, &r), &l.pwd);
+    let rtcp = |a: &mut IceLiteAgent| {
+        a.handle_stun(Instant::now(), Component::Rtcp, sa(LOCAL), sa(PEER), &d)
+    };
+    assert_eq!(
+        rtcp(&mut a),
+        Err(IceError::UnknownComponent(Component::Rtcp))
+    );
+    a.set_components(2);
+    assert!(rtcp(&mut a).unwrap().is_some(), "RTCP check answered");
+    assert!(a.accepts_message(&StunMessage::parse(&d).unwrap()));
+    let other = Credentials::random();
+    let theirs = signed(req(&l, &other), &l.pwd);
+    assert!(!a.accepts_message(&StunMessage::parse(&theirs).unwrap()));
+    let unknown_remote = IceLiteAgent::new(l.clone(), 1);
+    assert!(
+        !unknown_remote.accepts_message(&StunMessage::parse(&d).unwrap()),
+        "no remote ufrag known: not claimed (the active fork's agent gets it)"
+    );
+}

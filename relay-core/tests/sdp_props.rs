@@ -158,10 +158,10 @@ proptest! {
     fn rewriting_preserves_every_non_target_line(body in sdp_body(), opts in options()) {
         let mut s = common::sessions();
         let out = s.offer("c", "A", &body, &opts).unwrap();
-        check(&body, &out, opts.replace.origin)?;
+        check(&body, &out.sdp, opts.replace.origin)?;
         // The same body as the answer of B exercises the answer path.
         let ans = s.answer("c", "A", "B", &body, &AnswerOptions::default()).unwrap();
-        check(&body, &ans, false)?;
+        check(&body, &ans.sdp, false)?;
     }
 
     #[test]

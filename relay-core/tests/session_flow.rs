@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use common::{crlf, sessions, sessions_with_range};
 use relay_core::creds::Credentials;
-use relay_core::latch::{Component, ForwardingEntry, MismatchPolicy, Rewrite, diff};
+use relay_core::forwarding::{Component, ForwardingEntry, MismatchPolicy, Rewrite, diff};
 use relay_core::ports::PortError;
 use relay_core::sdp::SdpError;
 use relay_core::session::{AnswerOptions, IceOption, IceRole, OfferOptions, SessionError};
@@ -71,7 +71,7 @@ fn restricted_latching_and_entries() {
     let want = ForwardingEntry {
         local: sa("192.0.2.1:30000"),
         expected_source: Some(sa("198.51.100.10:4444")),
-        mismatch: MismatchPolicy::Drop,
+        mismatch: MismatchPolicy::Handover,
         stream: r.entries[0].stream,
         component: Component::Rtp,
         rewrite: Rewrite {
@@ -144,12 +144,13 @@ fn symmetric_latching_for_private_or_mismatched_source_and_handover() {
     };
     s.answer("c", "A", "B", &answer_sdp("198.51.100.20", 5000), &ao)
         .unwrap();
-    // A signalled a private address: symmetric, anything is latched; default policy forwards.
+    // A signalled a private address: symmetric, anything is latched; other sources are then
+    // refused until the latched one goes silent (the secure default).
     let r = s
         .latch(sa("192.0.2.1:30000"), sa("203.0.113.50:1234"))
         .unwrap();
     assert!(r.accepted);
-    assert_eq!(r.entries[0].mismatch, MismatchPolicy::Forward);
+    assert_eq!(r.entries[0].mismatch, MismatchPolicy::Handover);
     assert_eq!(r.entries[0].rewrite.to, sa("198.51.100.20:5000"));
     // B's signalling came from elsewhere: symmetric, with media handover to userspace.
     let r = s
@@ -224,7 +225,7 @@ fn reoffer_keeps_ports_and_credentials_unless_remote_changed() {
         ice: IceOption::Force,
         ..Default::default()
     };
-    let first = s.offer("c", "A", &ice("u1"), &o).unwrap();
+    let first = s.offer("c", "A", &ice("u1"), &o).unwrap().sdp;
     s.answer(
         "c",
         "A",
@@ -252,10 +253,10 @@ fn reoffer_keeps_ports_and_credentials_unless_remote_changed() {
         vec![sa("192.0.2.1:30000"), sa("192.0.2.1:30001")]
     );
     // Same offer again (re-INVITE): identical output, same ports, same credentials.
-    assert_eq!(s.offer("c", "A", &ice("u1"), &o).unwrap(), first);
+    assert_eq!(s.offer("c", "A", &ice("u1"), &o).unwrap().sdp, first);
     assert_eq!(s.ports_in_use("192.0.2.1".parse().unwrap()), 4);
     // ICE restart by A: A's leg gets fresh credentials; B's leg keeps its own.
-    let again = s.offer("c", "A", &ice("u2"), &o).unwrap();
+    let again = s.offer("c", "A", &ice("u2"), &o).unwrap().sdp;
     assert_eq!(again, first);
     s.answer(
         "c",
@@ -274,7 +275,8 @@ fn reoffer_keeps_ports_and_credentials_unless_remote_changed() {
             &offer_sdp("198.51.100.11", 4002),
             &OfferOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .sdp;
     assert!(moved.contains("m=audio 30002 "), "{moved}");
     let st = &s.streams("c")[0];
     assert_eq!(st.legs[0].rtp, Some(sa("192.0.2.1:30004")));
@@ -305,7 +307,8 @@ fn forked_answers_are_separate_b_legs() {
             &answer_sdp("198.51.100.21", 5000),
             &AnswerOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .sdp;
     let a2 = s
         .answer(
             "c",
@@ -314,7 +317,8 @@ fn forked_answers_are_separate_b_legs() {
             &answer_sdp("198.51.100.22", 6000),
             &AnswerOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .sdp;
     // Each fork's answer gives A the same relay endpoint.
     assert_eq!(
         a1.replace("o=b 1 1 IN IP4 198.51.100.21", ""),
@@ -372,7 +376,8 @@ fn rejected_streams_free_their_ports() {
             &two.replace("m=video 4002", "m=video 0"),
             &OfferOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .sdp;
     assert!(out.contains("\r\nm=video 0 RTP/AVP 96\r\n"));
     assert_eq!(s.ports_in_use("192.0.2.1".parse().unwrap()), 4);
 }
@@ -387,7 +392,8 @@ fn bad_sdp_and_exhaustion_change_no_state() {
             &offer_sdp("198.51.100.10", 4000),
             &OfferOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .sdp;
     let e = s.offer(
         "c1",
         "A",
@@ -445,7 +451,8 @@ fn bad_sdp_and_exhaustion_change_no_state() {
             &offer_sdp("198.51.100.10", 4000),
             &OfferOptions::default()
         )
-        .unwrap(),
+        .unwrap()
+        .sdp,
         before
     );
     assert_eq!(s.call_ids().collect::<Vec<_>>(), vec!["c1"]);
@@ -608,7 +615,8 @@ fn reoffer_from_the_answerer_goes_to_the_offerer() {
             &answer_sdp("198.51.100.20", 5000),
             &OfferOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .sdp;
     assert_eq!(
         out,
         crlf(&[
@@ -628,7 +636,8 @@ fn reoffer_from_the_answerer_goes_to_the_offerer() {
             &offer_sdp("198.51.100.10", 4000),
             &AnswerOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .sdp;
     assert!(back.contains("m=audio 30002 RTP/AVP 0\r\n"), "{back}");
     assert_eq!(s.ports_in_use("192.0.2.1".parse().unwrap()), 4);
 }
@@ -647,7 +656,8 @@ fn lf_endings_and_unterminated_body_are_kept() {
                 ..Default::default()
             },
         )
-        .unwrap();
+        .unwrap()
+        .sdp;
     // An IPv6 offer picks the IPv6 interface for both legs by default.
     assert_eq!(
         out,
@@ -731,7 +741,8 @@ fn ice_key_in_the_answer_forces_or_removes_ice_towards_the_offerer() {
     };
     let ans = s
         .answer("f", "A", "B", &answer_sdp("198.51.100.20", 5000), &force)
-        .unwrap();
+        .unwrap()
+        .sdp;
     assert!(ans.contains("a=ice-ufrag:"), "{ans}");
     assert!(ans.contains(" typ host\r\n"), "{ans}");
     let legs = s.ice_legs("f");
@@ -753,7 +764,8 @@ fn ice_key_in_the_answer_forces_or_removes_ice_towards_the_offerer() {
     };
     let ans = s
         .answer("r", "A", "B", &answer_sdp("198.51.100.20", 5000), &remove)
-        .unwrap();
+        .unwrap()
+        .sdp;
     assert!(!ans.contains("a=ice-"), "{ans}");
     assert!(!ans.contains("a=candidate"), "{ans}");
     assert!(s.ice_legs("r").iter().all(|l| l.tag != "A"));
@@ -765,7 +777,7 @@ fn ice_key_in_the_answer_forces_or_removes_ice_towards_the_offerer() {
         ice: IceOption::Remove,
         ..Default::default()
     };
-    let to_b = s.offer("d", "A", &with_ice, &remove_offer).unwrap();
+    let to_b = s.offer("d", "A", &with_ice, &remove_offer).unwrap().sdp;
     assert!(!to_b.contains("a=ice-"), "{to_b}");
     let ans = s
         .answer(
@@ -775,7 +787,8 @@ fn ice_key_in_the_answer_forces_or_removes_ice_towards_the_offerer() {
             &answer_sdp("198.51.100.20", 5000),
             &AnswerOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+        .sdp;
     assert!(ans.contains("a=ice-ufrag:"), "{ans}");
     assert!(
         s.ice_legs("d")

@@ -64,7 +64,7 @@ struct Case {
 
 fn run(c: &Case) {
     let mut s = sessions();
-    let out = s.offer("call", "A", &crlf(c.offer), &c.opts).unwrap();
+    let out = s.offer("call", "A", &crlf(c.offer), &c.opts).unwrap().sdp;
     if std::env::var("DUMP").is_ok() {
         println!("== {} offer\n{out}", c.name);
     }
@@ -74,7 +74,10 @@ fn run(c: &Case) {
         ice: (c.opts.ice == IceOption::Remove).then_some(IceOption::Remove),
         ..Default::default()
     };
-    let ans = s.answer("call", "A", "B", &crlf(c.answer), &aopts).unwrap();
+    let ans = s
+        .answer("call", "A", "B", &crlf(c.answer), &aopts)
+        .unwrap()
+        .sdp;
     if std::env::var("DUMP").is_ok() {
         println!("== {} answer\n{ans}", c.name);
         return;

@@ -1,7 +1,7 @@
 //! The daemon's event loop: one task owns all state (the [`Engine`]); sockets feed it through
 //! channels, so there are no locks and every state change happens in one place.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
 use tokio::{
@@ -12,25 +12,37 @@ use tokio::{
 
 use crate::{
     config::Config,
-    engine::{self, Engine},
+    engine::{Engine, Now},
     metrics,
     ports::{Inbound, PortSockets},
+    xdp,
 };
 
 /// Bound on queued relay-port datagrams: a flood of unknown-stream packets fills this queue
 /// and the kernel drops the rest, while NG requests keep their own socket and get served.
 const INBOUND_QUEUE: usize = 4096;
-const TICK: Duration = Duration::from_secs(1);
+/// NG requests handled per journal sync at most, besides the one that woke the loop.
+const NG_BATCH: usize = 63;
+
+/// The clocks the engine runs on, read here and nowhere in the engine.
+pub fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        wall: SystemTime::now(),
+        fast_path_ns: xdp::monotonic_ns(),
+    }
+}
 
 pub async fn run(
     cfg: Config,
-    engine_init: impl FnOnce(PortSockets) -> Result<Engine>,
+    engine_init: impl FnOnce(PortSockets, Now) -> Result<Engine>,
 ) -> Result<()> {
+    raise_fd_limit(&cfg);
     let ng = UdpSocket::bind(cfg.ng_listen)
         .await
         .with_context(|| format!("binding the NG control socket {}", cfg.ng_listen))?;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
-    let mut engine = engine_init(PortSockets::new(in_tx))?;
+    let mut engine = engine_init(PortSockets::new(in_tx), now())?;
 
     let (mreq_tx, mut mreq_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
     if let Some(addr) = cfg.metrics_listen {
@@ -42,33 +54,37 @@ pub async fn run(
     tracing::info!(ng = %cfg.ng_listen, metrics = ?cfg.metrics_listen, "relay daemon running");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut tick = tokio::time::interval(TICK);
     let mut buf = vec![0u8; 65_536];
-    let flush = tokio::time::sleep(engine::STATE_FLUSH_DELAY);
-    tokio::pin!(flush);
-    let mut flush_armed = false;
     loop {
-        // The first change after a write starts the flush timer; later ones ride along.
-        if engine.state_dirty() && !flush_armed {
-            flush
-                .as_mut()
-                .reset(tokio::time::Instant::now() + engine::STATE_FLUSH_DELAY);
-            flush_armed = true;
-        }
+        // The engine's earliest deadline: an agent's, a delayed delete, the media-timeout
+        // sweep or the batched state write.
+        let deadline = tokio::time::Instant::from_std(engine.poll_timeout());
         tokio::select! {
             biased;
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            () = &mut flush, if flush_armed => {
-                flush_armed = false;
-                engine.flush_state();
+            () = tokio::time::sleep_until(deadline) => {
+                engine.handle_timeout(now());
+                engine.commit();
             }
             r = ng.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    if let Some(reply) = engine.handle_ng(std::time::Instant::now(), from, &buf[..n])
-                        && let Err(e) = ng.send_to(&reply, from).await
-                    {
-                        tracing::warn!(%from, error = %e, "sending NG reply");
+                    // Group commit: the requests already waiting are handled too, and their
+                    // changes made durable with one journal sync before any reply goes out.
+                    let mut replies = Vec::new();
+                    replies.extend(engine.handle_ng(now(), from, &buf[..n]).map(|r| (from, r)));
+                    for _ in 0..NG_BATCH {
+                        match ng.try_recv_from(&mut buf) {
+                            Ok((n, from)) => replies
+                                .extend(engine.handle_ng(now(), from, &buf[..n]).map(|r| (from, r))),
+                            Err(_) => break,
+                        }
+                    }
+                    engine.commit();
+                    for (to, reply) in replies {
+                        if let Err(e) = ng.send_to(&reply, to).await {
+                            tracing::warn!(%to, error = %e, "sending NG reply");
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "NG socket receive"),
@@ -76,12 +92,39 @@ pub async fn run(
             Some(reply) = mreq_rx.recv() => {
                 let _ = reply.send(metrics::render(&engine.metrics()));
             }
-            _ = tick.tick() => engine.handle_tick(std::time::Instant::now()),
-            Some(inbound) = in_rx.recv() => engine.handle_inbound(std::time::Instant::now(), inbound),
+            Some(inbound) = in_rx.recv() => {
+                engine.handle_inbound(now(), inbound);
+                engine.commit();
+            }
         }
     }
     engine.shutdown();
     Ok(())
+}
+
+/// Every relay port is a socket: the descriptor limit, not the port range, would otherwise cap the
+/// calls (at about 250 with the usual 1024).
+fn raise_fd_limit(cfg: &Config) {
+    let ports = u64::from(cfg.port_max.saturating_sub(cfg.port_min)) + 1;
+    let needed = crate::fd_limit::needed(ports, cfg.interfaces.len() as u64);
+    match crate::fd_limit::raise_for_ports(needed) {
+        Ok(l) if l.enough() => {
+            tracing::info!(
+                limit = l.soft,
+                needed,
+                "file descriptor limit fits the port range"
+            )
+        }
+        Ok(l) => tracing::warn!(
+            limit = l.soft,
+            hard = l.hard,
+            needed,
+            calls = l.calls(),
+            "the file descriptor limit is below what the relay port range needs: about {} plain calls fit; raise LimitNOFILE (or run with CAP_SYS_RESOURCE)",
+            l.calls()
+        ),
+        Err(e) => tracing::warn!(error = %e, "reading the file descriptor limit"),
+    }
 }
 
 async fn serve_metrics(listener: TcpListener, req: mpsc::Sender<oneshot::Sender<String>>) {

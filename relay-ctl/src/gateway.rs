@@ -45,8 +45,11 @@ struct GwStream {
     mid: Option<String>,
 }
 
+/// One call's SRTP as the journal keeps it (see [`Gateway::export_call`]).
+pub type CallCrypto = GwCall;
+
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-struct GwCall {
+pub struct GwCall {
     /// from-tag of the call's first offer: side 0 of the session model.
     first_tag: String,
     streams: BTreeMap<usize, GwStream>,
@@ -100,6 +103,37 @@ impl Gateway {
 
     pub fn fingerprint(&self) -> &Fingerprint {
         &self.identity.fingerprint
+    }
+
+    /// The call's SRTP state with the keys DTLS exported; None for a call with no conversion.
+    pub fn export_call(&self, call_id: &str) -> Option<CallCrypto> {
+        let mut call = self.calls.get(call_id)?.clone();
+        if !call
+            .streams
+            .values()
+            .any(|s| s.crypto.converts() || s.crypto.pending.is_some())
+        {
+            return None;
+        }
+        for (index, st) in &mut call.streams {
+            if let Some(cs) = self.media.get(&(call_id.to_owned(), *index)) {
+                let keys = cs.dtls_keys();
+                if keys.iter().any(Option::is_some) {
+                    st.dtls_keys = keys;
+                }
+            }
+        }
+        Some(call)
+    }
+
+    /// A call restored from the journal ([`Gateway::bind`] then starts its media).
+    pub fn import_call(&mut self, call_id: &str, call: CallCrypto) {
+        self.calls.insert(call_id.to_owned(), call);
+    }
+
+    /// The earliest DTLS retransmission deadline of any stream.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.media.values().filter_map(CryptoStream::poll_timeout).min()
     }
 
     pub fn snapshot(&self) -> GatewayState {

@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use relay_core::latch::StreamId;
+use relay_core::forwarding::StreamId;
 use relay_core::session::{IceRole, LegInfo, StreamInfo};
 use relay_core::session_crypto::CryptoOptions;
 
@@ -30,7 +30,7 @@ fn info() -> Vec<StreamInfo> {
         rtcp_mux: true,
         ice: IceRole::None,
         latch_mode: None,
-        latched: None,
+        peers: [None, None],
     };
     vec![StreamInfo {
         id: StreamId(1),

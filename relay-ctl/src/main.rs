@@ -10,7 +10,7 @@ use relay_ctl::{
     config::{Config, FileConfig},
     daemon,
     engine::Engine,
-    persist::{self, Attached},
+    pins::{self, Attached},
     xdp,
 };
 
@@ -179,7 +179,7 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         flags: 0,
     };
     let mut relay =
-        persist::load(&rc, &cfg.pin_dir, cfg.max_streams).context("loading the XDP program")?;
+        pins::load(&rc, &cfg.pin_dir, cfg.max_streams).context("loading the XDP program")?;
     let capacity = relay.stream_capacity()?;
     if capacity != cfg.max_streams {
         tracing::warn!(
@@ -189,7 +189,7 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         );
     }
     for dev in &cfg.xdp_devices {
-        let how = persist::attach(&mut relay, dev, &cfg.pin_dir)
+        let how = pins::attach(&mut relay, dev, &cfg.pin_dir)
             .with_context(|| format!("attaching to {dev}"))?;
         match how {
             Attached::New(mode) => tracing::info!(%dev, ?mode, "XDP program attached"),
@@ -219,11 +219,11 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(daemon::run(cfg.clone(), move |ports| {
-        Engine::new(cfg, relay, ports)
+    let result = rt.block_on(daemon::run(cfg.clone(), move |ports, now| {
+        Engine::new(cfg, Box::new(relay), Box::new(ports), now)
     }));
     if args.detach {
-        persist::detach_all(&pin_dir).context("detaching")?;
+        pins::detach_all(&pin_dir).context("detaching")?;
         tracing::info!("XDP program detached, pins removed");
     }
     result

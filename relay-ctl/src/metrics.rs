@@ -17,8 +17,12 @@ pub struct Snapshot {
     pub ng_requests: Vec<(String, String, u64)>,
     /// (outcome, count) of STUN Binding requests seen by the ICE-lite agents.
     pub ice_checks: Vec<(String, u64)>,
+    /// Nominated pairs with no check for 30 s: informational, forwarding goes on.
+    pub ice_consent_lapsed: u64,
     /// Media the daemon forwarded itself while a flow was being learned.
     pub userspace_forwarded: u64,
+    /// Journal writes that failed (changes not durable until the next write succeeds).
+    pub state_write_errors: u64,
     /// The SRTP gateway's counters.
     pub crypto: crate::gateway::GatewayCounters,
 }
@@ -88,8 +92,18 @@ pub fn render(s: &Snapshot) -> String {
     }
     let _ = writeln!(
         o,
+        "# HELP relay_ice_consent_lapsed_total Nominated ICE pairs that went 30 s without a check (informational: a lite agent keeps forwarding; media liveness is the media timeout).\n# TYPE relay_ice_consent_lapsed_total counter\nrelay_ice_consent_lapsed_total {}",
+        s.ice_consent_lapsed
+    );
+    let _ = writeln!(
+        o,
         "# HELP relay_userspace_forwarded_packets_total Media forwarded by the daemon before a fast-path entry existed.\n# TYPE relay_userspace_forwarded_packets_total counter\nrelay_userspace_forwarded_packets_total {}",
         s.userspace_forwarded
+    );
+    let _ = writeln!(
+        o,
+        "# HELP relay_state_write_errors_total Journal writes that failed: those changes are not durable until a later write succeeds.\n# TYPE relay_state_write_errors_total counter\nrelay_state_write_errors_total {}",
+        s.state_write_errors
     );
     let c = &s.crypto;
     let _ = writeln!(
@@ -154,7 +168,9 @@ mod tests {
             )],
             ng_requests: vec![("offer".into(), "ok".into(), 3)],
             ice_checks: vec![("success".into(), 5), ("unauthorized".into(), 1)],
+            ice_consent_lapsed: 2,
             userspace_forwarded: 7,
+            state_write_errors: 1,
             crypto: crate::gateway::GatewayCounters {
                 srtp_replays: 2,
                 ..Default::default()
@@ -168,7 +184,9 @@ mod tests {
             "relay_fastpath_bytes_total{reason=\"tx_forward\",verdict=\"tx\"} 2140",
             "relay_ng_requests_total{command=\"offer\",result=\"ok\"} 3",
             "relay_ice_checks_total{outcome=\"unauthorized\"} 1",
+            "relay_ice_consent_lapsed_total 2",
             "relay_userspace_forwarded_packets_total 7",
+            "relay_state_write_errors_total 1",
             "relay_srtp_dropped_total{reason=\"replay\"} 2",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");

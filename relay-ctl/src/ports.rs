@@ -5,6 +5,9 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
 
+/// Largest datagram read from a relay port: a UDP payload over IPv4 can be this long.
+const RECV_BUFFER: usize = 65_535;
+
 /// A datagram received on a relay port.
 #[derive(Debug)]
 pub struct Inbound {
@@ -22,6 +25,8 @@ struct Bound {
 pub struct PortSockets {
     bound: HashMap<SocketAddr, Bound>,
     tx: mpsc::Sender<Inbound>,
+    /// Set by the port check when a test bind failed with EMFILE/ENFILE.
+    descriptors_exhausted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PortSockets {
@@ -31,6 +36,7 @@ impl PortSockets {
         PortSockets {
             bound: HashMap::new(),
             tx,
+            descriptors_exhausted: Arc::default(),
         }
     }
 
@@ -43,25 +49,7 @@ impl PortSockets {
         std_sock.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(std_sock)?);
         let (rx_sock, tx) = (Arc::clone(&socket), self.tx.clone());
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                match rx_sock.recv_from(&mut buf).await {
-                    Ok((n, source)) => {
-                        let msg = Inbound {
-                            local,
-                            source,
-                            data: buf[..n].to_vec(),
-                        };
-                        // Full queue: drop rather than stall the socket (the loop is behind).
-                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(msg) {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::debug!(%local, error = %e, "recv on relay port"),
-                }
-            }
-        });
+        let task = tokio::spawn(receive(rx_sock, local, tx));
         self.bound.insert(local, Bound { socket, task });
         Ok(())
     }
@@ -100,6 +88,77 @@ impl PortSockets {
     }
 }
 
+/// Hands every datagram of one relay port to the event loop. The future holds no buffer while it
+/// waits: a datagram is read into a stack buffer only once the socket is readable, so an idle
+/// relay port costs a few hundred bytes, not 64 KiB (thousands of calls, four sockets each).
+async fn receive(socket: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Inbound>) {
+    loop {
+        if let Err(e) = socket.readable().await {
+            tracing::debug!(%local, error = %e, "relay port readiness");
+            return;
+        }
+        loop {
+            let mut buf = [0u8; RECV_BUFFER];
+            match socket.try_recv_from(&mut buf) {
+                Ok((n, source)) => {
+                    let msg = Inbound {
+                        local,
+                        source,
+                        data: buf[..n].to_vec(),
+                    };
+                    // Full queue: drop rather than stall the socket (the loop is behind).
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(msg) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(%local, error = %e, "recv on relay port");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl crate::engine::RelaySockets for PortSockets {
+    fn bind(&mut self, local: SocketAddr) -> std::io::Result<()> {
+        PortSockets::bind(self, local)
+    }
+
+    fn unbind(&mut self, local: &SocketAddr) {
+        PortSockets::unbind(self, local)
+    }
+
+    fn send(&self, local: &SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
+        PortSockets::send(self, local, to, data)
+    }
+
+    fn port_check(&self) -> relay_core::session::PortCheck {
+        // A port another program holds is skipped at allocation, not discovered at bind time.
+        let exhausted = Arc::clone(&self.descriptors_exhausted);
+        Box::new(
+            move |ip, port| match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+                Ok(_) => {
+                    exhausted.store(false, std::sync::atomic::Ordering::Relaxed);
+                    true
+                }
+                Err(e) => {
+                    if crate::fd_limit::is_exhaustion(&e) {
+                        exhausted.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    false
+                }
+            },
+        )
+    }
+
+    fn descriptors_exhausted(&self) -> bool {
+        self.descriptors_exhausted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 impl Drop for PortSockets {
     fn drop(&mut self) {
         for b in self.bound.values() {
@@ -111,6 +170,21 @@ impl Drop for PortSockets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_idle_port_holds_no_receive_buffer() {
+        let (tx, _rx) = mpsc::channel(1);
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std_sock.set_nonblocking(true).unwrap();
+        let local = std_sock.local_addr().unwrap();
+        let sock = Arc::new(UdpSocket::from_std(std_sock).unwrap());
+        let fut = receive(sock, local, tx);
+        assert!(
+            std::mem::size_of_val(&fut) < 1024,
+            "{}",
+            std::mem::size_of_val(&fut)
+        );
+    }
 
     #[tokio::test]
     async fn datagrams_reach_the_loop_and_replies_leave_the_same_port() {

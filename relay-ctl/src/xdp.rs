@@ -14,6 +14,8 @@ use relay_common::{
     stream::{StreamCounters, StreamEntry, StreamKey},
 };
 
+use crate::engine::FastPathError;
+
 /// The program object, built by build.rs from relay-ebpf.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay"));
 /// The benchmark's programs (generator, floor, sink; see relay-common's `bench`), built by the
@@ -306,6 +308,36 @@ impl Relay {
         let mut dev: aya::maps::DevMapHash<&mut MapData> = aya::maps::DevMapHash::try_from(map)?;
         dev.insert(ifindex, ifindex, None, 0)
             .map_err(|e| XdpError::Devmap(e.to_string()))
+    }
+}
+
+impl crate::engine::FastPath for Relay {
+    fn insert(&mut self, key: StreamKey, entry: StreamEntry) -> Result<(), FastPathError> {
+        Ok(self.insert_stream(key, entry)?)
+    }
+
+    fn remove(&mut self, key: &StreamKey) -> Result<(), FastPathError> {
+        Ok(self.remove_stream(key)?)
+    }
+
+    fn counters(&self, slot: u32) -> Result<StreamCounters, FastPathError> {
+        Ok(self.stream_counters(slot)?)
+    }
+
+    fn reset_counters(&mut self, slot: u32) -> Result<(), FastPathError> {
+        Ok(self.reset_stream_counters(slot)?)
+    }
+
+    fn verdict_totals(&self) -> Result<Totals, FastPathError> {
+        Ok(read_totals(&self.stats_map()?)?)
+    }
+
+    fn capacity(&self) -> Result<u32, FastPathError> {
+        Ok(self.stream_capacity()?)
+    }
+
+    fn keys(&mut self) -> Result<Vec<StreamKey>, FastPathError> {
+        Ok(self.streams()?.into_iter().map(|(k, _)| k).collect())
     }
 }
 

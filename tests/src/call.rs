@@ -108,33 +108,12 @@ impl Relay {
 
     /// The XDP stream table as the kernel holds it, read from the daemon's pinned map.
     pub fn streams(&self) -> Result<BTreeMap<SocketAddr, MapEntry>> {
-        let map = self.stream_map()?;
-        let mut out = BTreeMap::new();
-        for kv in map.iter() {
-            let (k, e) = kv?;
-            let local = key_addr(&k).context("stream key family")?;
-            let expected = if e.flags & relay_common::stream::FLAG_SOURCE_ANY != 0 {
-                None
-            } else {
-                e.expected.socket_addr()
-            };
-            out.insert(
-                local,
-                MapEntry {
-                    expected,
-                    src: e.src.socket_addr().context("entry src")?,
-                    dst: e.dst.socket_addr().context("entry dst")?,
-                },
-            );
-        }
-        Ok(out)
+        pinned_streams(&self.pin_dir)
     }
 
     /// The daemon's pinned stream table.
     fn stream_map(&self) -> Result<BpfHashMap<MapData, StreamKey, StreamEntry>> {
-        let path = self.pin_dir.join(names::STREAMS_MAP);
-        let data = MapData::from_pin(&path).with_context(|| format!("{}", path.display()))?;
-        Ok(BpfHashMap::try_from(BpfMap::HashMap(data))?)
+        stream_map(&self.pin_dir)
     }
 
     /// One raw entry of the pinned stream table (fields [`MapEntry`] leaves out, as RTCP demux).
@@ -161,6 +140,36 @@ impl Relay {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The pinned stream table under `pin_dir`, as addresses.
+pub fn pinned_streams(pin_dir: &std::path::Path) -> Result<BTreeMap<SocketAddr, MapEntry>> {
+    let map = stream_map(pin_dir)?;
+    let mut out = BTreeMap::new();
+    for kv in map.iter() {
+        let (k, e) = kv?;
+        let local = key_addr(&k).context("stream key family")?;
+        let expected = if e.flags & relay_common::stream::FLAG_SOURCE_ANY != 0 {
+            None
+        } else {
+            e.expected.socket_addr()
+        };
+        out.insert(
+            local,
+            MapEntry {
+                expected,
+                src: e.src.socket_addr().context("entry src")?,
+                dst: e.dst.socket_addr().context("entry dst")?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn stream_map(pin_dir: &std::path::Path) -> Result<BpfHashMap<MapData, StreamKey, StreamEntry>> {
+    let path = pin_dir.join(names::STREAMS_MAP);
+    let data = MapData::from_pin(&path).with_context(|| format!("{}", path.display()))?;
+    Ok(BpfHashMap::try_from(BpfMap::HashMap(data))?)
 }
 
 fn merge(req: &mut Value, extra: Value) {

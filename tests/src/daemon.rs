@@ -90,6 +90,16 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL and wait: a crash or an OOM kill, nothing runs on the way out.
+    pub fn kill(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        child.kill().context("SIGKILL to our daemon")?;
+        child.wait()?;
+        Ok(())
+    }
+
     /// SIGTERM and wait (what an init system does); returns the exit status success.
     pub fn stop(&mut self) -> Result<bool> {
         let Some(mut child) = self.child.take() else {

@@ -173,13 +173,13 @@ fn daemon_serves_ng_and_metrics_and_survives_restart() {
         )
     );
 
-    // Writes are batched, but a change reaches the state file within moments, daemon running
-    // (so a crash, not only a stop, keeps the call).
-    let saved = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"c1\""))
-    });
-    assert!(saved, "offer saved to the state file within a second");
+    // Write-ahead: the change is in the journal before the reply, daemon running (so a crash,
+    // not only a stop, keeps the call).
+    let journal = relay_ctl::journal::journal_path(&state);
+    assert!(
+        std::fs::read_to_string(&journal).is_ok_and(|s| s.contains("\"c1\"")),
+        "offer journaled before its reply"
+    );
 
     let stats = open_pinned_stats(&pin_dir).unwrap();
     let send = |n: u16| {
@@ -221,7 +221,7 @@ fn daemon_serves_ng_and_metrics_and_survives_restart() {
     );
     drop(d2);
     let _ = std::fs::remove_file(&state);
-    relay_ctl::persist::detach_all(&pin_dir).unwrap();
+    relay_ctl::pins::detach_all(&pin_dir).unwrap();
 }
 
 /// rtpengine's timeouts: a call without media ends after `--timeout`, a call on hold (muted

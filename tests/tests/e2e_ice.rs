@@ -301,5 +301,5 @@ fn ice_call_survives_daemon_restart() {
     );
     drop(second);
     let _ = std::fs::remove_file(&state);
-    relay_ctl::persist::detach_all(&pin_dir).unwrap();
+    relay_ctl::pins::detach_all(&pin_dir).unwrap();
 }

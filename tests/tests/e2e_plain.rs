@@ -274,5 +274,5 @@ fn call_survives_daemon_restart() {
     );
     drop(_second);
     let _ = std::fs::remove_file(&state);
-    relay_ctl::persist::detach_all(&pin_dir).unwrap();
+    relay_ctl::pins::detach_all(&pin_dir).unwrap();
 }

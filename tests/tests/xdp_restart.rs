@@ -6,7 +6,7 @@ use std::{net::UdpSocket, time::Duration};
 
 use relay_common::{config::RelayConfig, names, stats::Reason};
 use relay_ctl::{
-    persist::{self, Attached},
+    pins::{self, Attached},
     xdp::{AttachMode, open_pinned_stats, read_totals},
 };
 use relay_tests::netns::{Bpffs, Netns, veth};
@@ -51,9 +51,9 @@ fn program_survives_loader_exit_and_is_taken_over() {
     let start = |expect_replace: bool, max_streams: u32| {
         let (pin_dir, vr) = (pin_dir.clone(), vr.clone());
         ns_r.run(move || {
-            let mut relay = persist::load(&config, &pin_dir, max_streams).unwrap();
+            let mut relay = pins::load(&config, &pin_dir, max_streams).unwrap();
             assert_eq!(relay.stream_capacity().unwrap(), 4096);
-            let how = persist::attach(&mut relay, &vr, &pin_dir).unwrap();
+            let how = pins::attach(&mut relay, &vr, &pin_dir).unwrap();
             if expect_replace {
                 assert_eq!(how, Attached::Replaced);
             } else {
@@ -99,7 +99,7 @@ fn program_survives_loader_exit_and_is_taken_over() {
     assert!(pin_dir.join(names::STATS_MAP).exists());
 
     drop(second);
-    persist::detach_all(&pin_dir).unwrap();
+    pins::detach_all(&pin_dir).unwrap();
     assert!(!pin_dir.exists());
     burst(&ns_a);
     assert_eq!(

@@ -2,30 +2,27 @@
 //!
 //! It never sends checks; it answers them and decides which remote address media may use.
 //! Time comes in as `now`; replies come out as `Transmit`; state changes come out as `IceEvent`s.
+//!
+//! Consent (RFC 7675) is verified by the agent that sends checks, the full agent: it stops
+//! sending when its checks go unanswered. A lite agent sends none, so it has nothing to verify
+//! and must not revoke a nominated pair because checks stopped: RFC 8445 s.11 lets a full peer
+//! keep the pair alive with Binding Indications or media alone (SIP softphones do), neither of
+//! which carries integrity. [`IceEvent::ConsentExpired`] is therefore informational; media
+//! liveness is the daemon's media timeout.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use crate::component::Component;
 use crate::creds::Credentials;
 use crate::stun::{self, Class, IntegrityKey, MessageBuilder, StunError, StunMessage};
 
-/// RFC 7675 s.5.1: consent is lost after 30 s without a valid check.
+/// RFC 7675 s.5.1's 30 s: after this long without a valid check on the nominated pair the agent
+/// reports [`IceEvent::ConsentExpired`] (informational, see the module docs).
 pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on remembered pairs; only authenticated checks create them.
 const MAX_PAIRS: usize = 32;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Component {
-    Rtp = 1,
-    Rtcp = 2,
-}
-
-impl Component {
-    fn index(self) -> usize {
-        self as usize - 1
-    }
-}
 
 /// A datagram to send from `source` (the local address the request arrived on).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +55,9 @@ pub enum IceEvent {
         old_remote: SocketAddr,
         remote: SocketAddr,
     },
-    /// No valid check on the nominated pair for `CONSENT_TIMEOUT`: stop forwarding.
+    /// No valid check on the nominated pair for `CONSENT_TIMEOUT`; the agent forgets the pair, so
+    /// the next nomination is a [`IceEvent::PairNominated`] again. Informational: forwarding must
+    /// go on (a lite agent does not own consent, see the module docs).
     ConsentExpired {
         component: Component,
         local: SocketAddr,
@@ -143,13 +142,35 @@ impl IceLiteAgent {
     }
 
     /// ICE restart (RFC 8445 s.9): new credentials, pairs must validate again. Nominated pairs
-    /// keep forwarding until a new nomination replaces them or consent expires.
+    /// keep forwarding until a new nomination replaces them.
     pub fn restart(&mut self, local: Credentials, remote: Option<Credentials>) {
         self.key = IntegrityKey::new(local.pwd.as_bytes());
         self.local = local;
         self.remote = remote;
         self.remote_candidates.clear();
         self.pairs.clear();
+    }
+
+    /// The leg's relay endpoints changed: 1 component with rtcp-mux, 2 without (a re-offer may
+    /// add or drop rtcp-mux). State of a dropped component goes with it.
+    pub fn set_components(&mut self, components: u8) {
+        self.components = components.clamp(1, 2);
+        if self.components == 1 {
+            self.nominated[Component::Rtcp.index()] = None;
+            self.pairs.retain(|p| p.component == Component::Rtp);
+        }
+    }
+
+    /// Whether a STUN message is this agent's: its USERNAME is "<our ufrag>:<peer ufrag>"
+    /// (RFC 8445 s.7.2.2) with the peer's ufrag known and equal. Forks share one relay endpoint
+    /// and local credentials; this tells their checks apart (as str0m's `accepts_message`).
+    pub fn accepts_message(&self, msg: &StunMessage<'_>) -> bool {
+        let (Some(remote), Some(username)) = (&self.remote, msg.attributes.username) else {
+            return false;
+        };
+        username
+            .split_once(':')
+            .is_some_and(|(ours, theirs)| ours == self.local.ufrag && theirs == remote.ufrag)
     }
 
     pub fn nominated(&self, component: Component) -> Option<SocketAddr> {

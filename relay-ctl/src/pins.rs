@@ -16,7 +16,7 @@ use relay_common::{config::RelayConfig, names};
 use crate::xdp::{AttachMode, Relay, XdpError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum PersistError {
+pub enum PinsError {
     #[error(transparent)]
     Xdp(#[from] XdpError),
     #[error("pinned link {path}: {source}")]
@@ -61,8 +61,8 @@ fn link_path(pin_dir: &Path, iface: &str) -> PathBuf {
 /// Loads the program with every persistent map re-opened from `pin_dir` when pinned there, or
 /// created and pinned there otherwise.
 /// `max_streams` sizes the stream table and its counters when they are created.
-pub fn load(config: &RelayConfig, pin_dir: &Path, max_streams: u32) -> Result<Relay, PersistError> {
-    std::fs::create_dir_all(pin_dir).map_err(|source| PersistError::Io {
+pub fn load(config: &RelayConfig, pin_dir: &Path, max_streams: u32) -> Result<Relay, PinsError> {
+    std::fs::create_dir_all(pin_dir).map_err(|source| PinsError::Io {
         path: pin_dir.to_owned(),
         source,
     })?;
@@ -77,18 +77,17 @@ pub fn load(config: &RelayConfig, pin_dir: &Path, max_streams: u32) -> Result<Re
 }
 
 /// Attaches to `iface`, taking over a link an earlier daemon pinned, or pinning a new one.
-pub fn attach(relay: &mut Relay, iface: &str, pin_dir: &Path) -> Result<Attached, PersistError> {
+pub fn attach(relay: &mut Relay, iface: &str, pin_dir: &Path) -> Result<Attached, PinsError> {
     let path = link_path(pin_dir, iface);
     if path.exists() {
-        let pinned = PinnedLink::from_pin(&path).map_err(|source| PersistError::Link {
+        let pinned = PinnedLink::from_pin(&path).map_err(|source| PinsError::Link {
             path: path.clone(),
             source,
         })?;
-        let link =
-            XdpLink::try_from(FdLink::from(pinned)).map_err(|source| PersistError::Link {
-                path: path.clone(),
-                source,
-            })?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|source| PinsError::Link {
+            path: path.clone(),
+            source,
+        })?;
         relay.program()?.attach_to_link(link)?;
         return Ok(Attached::Replaced);
     }
@@ -99,7 +98,7 @@ pub fn attach(relay: &mut Relay, iface: &str, pin_dir: &Path) -> Result<Attached
             // Dropping the returned handle closes our fd; the pin keeps the link.
             fd_link
                 .pin(&path)
-                .map_err(|source| PersistError::Pin { path, source })?;
+                .map_err(|source| PinsError::Pin { path, source })?;
             Ok(Attached::New(mode))
         }
         Err(_) => {
@@ -110,12 +109,12 @@ pub fn attach(relay: &mut Relay, iface: &str, pin_dir: &Path) -> Result<Attached
 }
 
 /// Detaches every pinned link and removes every pin under `pin_dir` (`--detach`).
-pub fn detach_all(pin_dir: &Path) -> Result<(), PersistError> {
+pub fn detach_all(pin_dir: &Path) -> Result<(), PinsError> {
     let entries = match std::fs::read_dir(pin_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
-            return Err(PersistError::Io {
+            return Err(PinsError::Io {
                 path: pin_dir.to_owned(),
                 source,
             });
@@ -125,7 +124,7 @@ pub fn detach_all(pin_dir: &Path) -> Result<(), PersistError> {
         let path = entry.path();
         let is_link = entry.file_name().to_string_lossy().starts_with("link_");
         if is_link {
-            let pinned = PinnedLink::from_pin(&path).map_err(|source| PersistError::Link {
+            let pinned = PinnedLink::from_pin(&path).map_err(|source| PinsError::Link {
                 path: path.clone(),
                 source,
             })?;
@@ -133,13 +132,13 @@ pub fn detach_all(pin_dir: &Path) -> Result<(), PersistError> {
             drop(
                 pinned
                     .unpin()
-                    .map_err(|source| PersistError::Io { path, source })?,
+                    .map_err(|source| PinsError::Io { path, source })?,
             );
         } else {
-            std::fs::remove_file(&path).map_err(|source| PersistError::Io { path, source })?;
+            std::fs::remove_file(&path).map_err(|source| PinsError::Io { path, source })?;
         }
     }
-    std::fs::remove_dir(pin_dir).map_err(|source| PersistError::Io {
+    std::fs::remove_dir(pin_dir).map_err(|source| PinsError::Io {
         path: pin_dir.to_owned(),
         source,
     })

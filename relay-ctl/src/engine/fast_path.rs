@@ -1,0 +1,274 @@
+//! The fast path as the engine sees it: a map of forwarding entries keyed by relay endpoint,
+//! per-stream counters by slot, verdict totals. [`StreamTable`] mirrors what was applied, so
+//! each change to a call installs only the difference, and owns the counter-slot allocator.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+};
+
+use relay_common::stream::{
+    Endpoint, FLAG_RTCP_DEMUX, FLAG_SOURCE_ANY, Mismatch, StreamCounters, StreamEntry, StreamKey,
+};
+use relay_core::forwarding::{ForwardingEntry, MismatchPolicy, diff};
+
+use crate::xdp::{Totals, XdpError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FastPathError {
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+    #[error("the stream table is full")]
+    Full,
+}
+
+/// The XDP program's maps, behind a trait so the engine runs on a fake in unit tests.
+pub trait FastPath {
+    /// Installs or replaces the entry of relay endpoint `key`.
+    fn insert(&mut self, key: StreamKey, entry: StreamEntry) -> Result<(), FastPathError>;
+    /// Removes the entry of `key`; a missing entry is not an error.
+    fn remove(&mut self, key: &StreamKey) -> Result<(), FastPathError>;
+    /// Counters of a slot (`last_seen_ns` in CLOCK_MONOTONIC ns).
+    fn counters(&self, slot: u32) -> Result<StreamCounters, FastPathError>;
+    /// Zeroes a slot before it is given to a new stream.
+    fn reset_counters(&mut self, slot: u32) -> Result<(), FastPathError>;
+    /// Per-reason verdict counters, summed over CPUs.
+    fn verdict_totals(&self) -> Result<Totals, FastPathError>;
+    /// Entries the table holds (and counter slots it has), as created.
+    fn capacity(&self) -> Result<u32, FastPathError>;
+    /// The relay endpoints that have an entry now.
+    fn keys(&mut self) -> Result<Vec<StreamKey>, FastPathError>;
+}
+
+/// A change to the fast path's maps, held until the state that explains it is durable.
+enum MapOp {
+    Remove(StreamKey),
+    ResetCounters(u32),
+    Insert(StreamKey, StreamEntry),
+}
+
+/// The entries applied to the fast path and the counter slot of each relay endpoint. Changes
+/// reach the maps only at [`StreamTable::flush`], which the engine calls once the journal holds
+/// them: the maps are never newer than the saved state.
+pub struct StreamTable {
+    fast_path: Box<dyn FastPath>,
+    pending: Vec<MapOp>,
+    entries: HashMap<SocketAddr, ForwardingEntry>,
+    by_call: HashMap<String, Vec<ForwardingEntry>>,
+    slots: HashMap<SocketAddr, u32>,
+    free_slots: Vec<u32>,
+    /// Endpoints whose media the daemon must see (SRTP conversion): their entries are applied
+    /// (latching and rewrites use them) but never put into the map.
+    held: HashSet<SocketAddr>,
+}
+
+impl StreamTable {
+    /// `saved_slots`: slots an earlier daemon gave out (their counters live on in pinned maps).
+    pub fn new(
+        fast_path: Box<dyn FastPath>,
+        saved_slots: Vec<(SocketAddr, u32)>,
+    ) -> Result<StreamTable, FastPathError> {
+        // Counter slots as the table really is (a re-opened pinned one keeps its size).
+        let capacity = fast_path.capacity()?;
+        let taken: HashSet<u32> = saved_slots.iter().map(|(_, s)| *s).collect();
+        Ok(StreamTable {
+            fast_path,
+            pending: Vec::new(),
+            held: HashSet::new(),
+            entries: HashMap::new(),
+            by_call: HashMap::new(),
+            slots: saved_slots.into_iter().collect(),
+            // Slot 0 stays unused so a zeroed entry never counts into a live stream.
+            free_slots: (1..capacity).rev().filter(|s| !taken.contains(s)).collect(),
+        })
+    }
+
+    pub fn get(&self, local: &SocketAddr) -> Option<&ForwardingEntry> {
+        self.entries.get(local)
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = (SocketAddr, u32)> + '_ {
+        self.slots.iter().map(|(a, s)| (*a, *s))
+    }
+
+    /// Makes `call_id`'s entries `new`, touching only what changed.
+    pub fn apply(&mut self, call_id: &str, new: Vec<ForwardingEntry>) {
+        let old = self.by_call.remove(call_id).unwrap_or_default();
+        let changes = diff(&old, &new);
+        for local in &changes.removals {
+            self.entries.remove(local);
+            self.pending.push(MapOp::Remove(StreamKey::from(*local)));
+        }
+        for e in changes.inserts.iter().chain(&changes.updates) {
+            self.entries.insert(e.local, *e);
+            self.install(call_id, e);
+        }
+        if !changes.is_empty() {
+            tracing::info!(
+                %call_id,
+                inserts = changes.inserts.len(),
+                updates = changes.updates.len(),
+                removals = changes.removals.len(),
+                "forwarding entries changed"
+            );
+        }
+        if !new.is_empty() {
+            self.by_call.insert(call_id.to_owned(), new);
+        }
+    }
+
+    /// Keeps these endpoints out of the map from now on (an entry already there is removed).
+    pub fn hold_in_userspace(&mut self, locals: impl IntoIterator<Item = SocketAddr>) {
+        for local in locals {
+            if self.held.insert(local) && self.entries.contains_key(&local) {
+                self.pending.push(MapOp::Remove(StreamKey::from(local)));
+            }
+        }
+    }
+
+    /// Whether the daemon, not the fast path, forwards this endpoint's media.
+    pub fn is_held(&self, local: &SocketAddr) -> bool {
+        self.held.contains(local)
+    }
+
+    /// A relay endpoint went away: its counter slot is free again.
+    pub fn release(&mut self, local: &SocketAddr) {
+        self.held.remove(local);
+        if let Some(slot) = self.slots.remove(local) {
+            self.free_slots.push(slot);
+        }
+    }
+
+    /// Packets, bytes and last-seen time the fast path counted for an endpoint.
+    pub fn counters(&self, local: &SocketAddr) -> StreamCounters {
+        self.slots
+            .get(local)
+            .and_then(|s| self.fast_path.counters(*s).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn verdict_totals(&self) -> Result<Totals, FastPathError> {
+        self.fast_path.verdict_totals()
+    }
+
+    /// Puts one entry into the XDP stream table; on failure the daemon keeps forwarding that
+    /// stream itself, so a full map degrades speed, not service.
+    fn install(&mut self, call_id: &str, e: &ForwardingEntry) {
+        if self.held.contains(&e.local) {
+            tracing::debug!(%call_id, local = %e.local, "stream held in userspace (SRTP conversion)");
+            return;
+        }
+        let slot = match self.slots.get(&e.local) {
+            Some(s) => *s,
+            None => {
+                let Some(s) = self.free_slots.pop() else {
+                    tracing::warn!(%call_id, local = %e.local, "fast-path counter slots exhausted; stream stays in userspace");
+                    return;
+                };
+                self.pending.push(MapOp::ResetCounters(s));
+                self.slots.insert(e.local, s);
+                s
+            }
+        };
+        self.pending.push(MapOp::Insert(
+            StreamKey::from(e.local),
+            stream_entry(e, slot),
+        ));
+    }
+
+    /// True when changes wait for [`StreamTable::flush`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Applies the held changes to the maps, in order. A failed insert leaves that stream to
+    /// the daemon (a full map degrades speed, not service).
+    pub fn flush(&mut self) {
+        for op in std::mem::take(&mut self.pending) {
+            match op {
+                MapOp::Remove(key) => {
+                    if let Err(err) = self.fast_path.remove(&key) {
+                        tracing::warn!(local = ?key.socket_addr(), error = %err, "fast-path remove failed");
+                    }
+                }
+                MapOp::ResetCounters(slot) => {
+                    if let Err(err) = self.fast_path.reset_counters(slot) {
+                        tracing::warn!(slot, error = %err, "resetting counter slot");
+                    }
+                }
+                MapOp::Insert(key, entry) => match self.fast_path.insert(key, entry) {
+                    Ok(()) => {
+                        tracing::debug!(local = ?key.socket_addr(), "fast-path entry installed")
+                    }
+                    Err(err) => {
+                        tracing::warn!(local = ?key.socket_addr(), error = %err, "fast-path insert failed; userspace forwards")
+                    }
+                },
+            }
+        }
+    }
+
+    /// Removes every map entry the applied set does not know (an earlier daemon's, whose call
+    /// the saved state no longer has).
+    pub fn remove_unknown(&mut self) -> usize {
+        let keys = match self.fast_path.keys() {
+            Ok(k) => k,
+            Err(err) => {
+                tracing::warn!(error = %err, "listing fast-path entries");
+                return 0;
+            }
+        };
+        let mut removed = 0;
+        for key in keys {
+            if key
+                .socket_addr()
+                .is_none_or(|a| !self.entries.contains_key(&a))
+            {
+                self.pending.push(MapOp::Remove(key));
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+/// A forwarding entry in the XDP program's layout.
+fn stream_entry(e: &ForwardingEntry, slot: u32) -> StreamEntry {
+    let (mut flags, expected) = match e.expected_source {
+        Some(a) => (0, Endpoint::from(a)),
+        None => (FLAG_SOURCE_ANY, Endpoint::default()),
+    };
+    let (rtcp_src, rtcp_dst) = match e.rtcp_rewrite {
+        Some(r) => {
+            flags |= FLAG_RTCP_DEMUX;
+            (Endpoint::from(r.from), Endpoint::from(r.to))
+        }
+        None => (Endpoint::default(), Endpoint::default()),
+    };
+    StreamEntry {
+        stream_id: e.stream.0,
+        expected,
+        src: Endpoint::from(e.rewrite.from),
+        dst: Endpoint::from(e.rewrite.to),
+        flags,
+        mismatch: match e.mismatch {
+            MismatchPolicy::Drop => Mismatch::Drop,
+            // The daemon decides handovers (see Engine::media) until the fast path can.
+            MismatchPolicy::Userspace | MismatchPolicy::Handover => Mismatch::Userspace,
+            MismatchPolicy::Forward => Mismatch::Forward,
+        } as u8,
+        _pad: [0; 2],
+        counter_slot: slot,
+        egress_ifindex: 0,
+        rtcp_src,
+        rtcp_dst,
+    }
+}
+
+/// Entries by call, for tests and `entries()` views.
+#[cfg(test)]
+impl StreamTable {
+    pub fn applied(&self) -> std::collections::BTreeMap<SocketAddr, ForwardingEntry> {
+        self.entries.iter().map(|(a, e)| (*a, *e)).collect()
+    }
+}

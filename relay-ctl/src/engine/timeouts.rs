@@ -1,0 +1,122 @@
+//! The engine's timers: the agents' own deadlines, delayed deletes, the media/silent/final
+//! timeouts (checked on a coarse sweep) and the batched state write. The daemon sleeps until
+//! [`Engine::poll_timeout`] and then calls [`Engine::handle_timeout`].
+
+use std::time::{Duration, Instant};
+
+use super::{Engine, Now};
+
+/// How often calls are checked for media timeouts (seconds-granular, as rtpengine's).
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(super) struct Timers {
+    /// (when, call-id, from-tag, to-tag) of deletes with a `delete-delay`.
+    pending_deletes: Vec<(Instant, String, Option<String>, Option<String>)>,
+    next_sweep: Instant,
+}
+
+impl Timers {
+    pub fn new(now: Instant) -> Timers {
+        Timers {
+            pending_deletes: Vec::new(),
+            next_sweep: now + SWEEP_INTERVAL,
+        }
+    }
+
+    pub fn delete_later(
+        &mut self,
+        at: Instant,
+        call_id: String,
+        from: Option<String>,
+        to: Option<String>,
+    ) {
+        self.pending_deletes.push((at, call_id, from, to));
+    }
+}
+
+impl Engine {
+    /// When [`Engine::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Instant {
+        [
+            Some(self.timers.next_sweep),
+            self.ice.poll_timeout(),
+            self.timers.pending_deletes.iter().map(|(t, ..)| *t).min(),
+            self.gateway.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.timers.next_sweep)
+    }
+
+    pub fn handle_timeout(&mut self, now: Now) {
+        let events = self.ice.handle_timeout(now.instant);
+        self.ice_events(events);
+        self.dtls_poll(now);
+        self.run_due_deletes(now);
+        if now.instant >= self.timers.next_sweep {
+            self.timers.next_sweep = now.instant + SWEEP_INTERVAL;
+            self.expire_idle_calls(now);
+        }
+    }
+
+    fn run_due_deletes(&mut self, now: Now) {
+        let (due, later) = std::mem::take(&mut self.timers.pending_deletes)
+            .into_iter()
+            .partition(|(at, ..)| *at <= now.instant);
+        self.timers.pending_deletes = later;
+        let due: Vec<_> = due;
+        if due.is_empty() {
+            return;
+        }
+        for (_, call_id, from, to) in due {
+            if let Err(e) = self.delete_now(&call_id, from.as_deref(), to.as_deref()) {
+                tracing::debug!(%call_id, error = %e, "delayed delete");
+            }
+        }
+    }
+
+    /// Deletes calls whose media stopped (rtpengine's timeout, silent timeout on hold) or that
+    /// reached the final timeout. Media the fast path forwarded counts as activity.
+    fn expire_idle_calls(&mut self, now: Now) {
+        for (local, call_id) in &self.call_of {
+            let ns = self.table.counters(local).last_seen_ns;
+            if ns == 0 || ns > now.fast_path_ns {
+                continue;
+            }
+            let ago = Duration::from_nanos(now.fast_path_ns - ns);
+            if let (Some(t), Some(m)) = (now.instant.checked_sub(ago), self.meta.get_mut(call_id))
+                && t > m.last_activity
+            {
+                m.last_activity = t;
+            }
+        }
+        let expired: Vec<String> = self
+            .meta
+            .iter()
+            .filter(|(c, m)| {
+                // Calls on hold get rtpengine's silent timeout instead of the media timeout.
+                let limit = if self.sessions.is_muted(c) {
+                    self.cfg.silent_timeout
+                } else {
+                    self.cfg.media_timeout
+                };
+                let idle = now.instant.duration_since(m.last_activity) > limit;
+                let final_ = !self.cfg.final_timeout.is_zero()
+                    && now.instant.duration_since(m.created_at) > self.cfg.final_timeout;
+                idle || final_
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for call_id in expired {
+            tracing::info!(%call_id, "call timed out");
+            if let Err(e) = self.delete_now(&call_id, None, None) {
+                tracing::warn!(%call_id, error = %e, "deleting timed-out call");
+                self.meta.remove(&call_id);
+            }
+        }
+    }
+}
