@@ -383,7 +383,7 @@ mod tests {
     fn query_table_aligns_one_row_per_stream() {
         let reply: Map<String, Value> = serde_json::from_str(
             r#"{"result":"ok","created":1700000000,"tags":{"a1":{"medias":[{"index":1,"type":"audio","streams":[
-              {"local port":30000,"endpoint":{"family":"IPv4","address":"10.1.1.2","port":4000},"stats":{"packets":12,"bytes":2064},"last packet":1700000005},
+              {"local port":30000,"endpoint":{"family":"IPv4","address":"10.1.1.2","port":4000},"stats":{"packets":12,"bytes":2064},"last packet":1700000005,"forwarding":"fast path"},
               {"local port":30001,"stats":{"packets":1,"bytes":80}}]}]}}}"#,
         )
         .unwrap();
@@ -393,11 +393,11 @@ mod tests {
         assert!(lines[1].starts_with("TAG  MEDIA    LOCAL  PEER"), "{t}");
         assert_eq!(
             lines[2],
-            "a1   1 audio  30000  10.1.1.2:4000  -    12       2064   2023-11-14T22:13:25Z"
+            "a1   1 audio  30000  10.1.1.2:4000  -    12       2064   2023-11-14T22:13:25Z  fast path"
         );
         assert_eq!(
             lines[3],
-            "a1   1 audio  30001  -              -    1        80     -"
+            "a1   1 audio  30001  -              -    1        80     -                     -"
         );
     }
 }

@@ -133,7 +133,10 @@ impl Gateway {
 
     /// The earliest DTLS retransmission deadline of any stream.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.media.values().filter_map(CryptoStream::poll_timeout).min()
+        self.media
+            .values()
+            .filter_map(CryptoStream::poll_timeout)
+            .min()
     }
 
     pub fn snapshot(&self) -> GatewayState {

@@ -385,6 +385,7 @@ mod tests {
             record: s.export_call(call_id).unwrap(),
             created: 1,
             slots: vec![],
+            crypto: None,
         }
     }
 

@@ -126,6 +126,11 @@ impl StreamTable {
         }
     }
 
+    /// The applied entry whose rewrite sends from `local` (the way to that leg's peer).
+    pub fn sending_from(&self, local: &SocketAddr) -> Option<&ForwardingEntry> {
+        self.entries.values().find(|e| e.rewrite.from == *local)
+    }
+
     /// Whether the daemon, not the fast path, forwards this endpoint's media.
     pub fn is_held(&self, local: &SocketAddr) -> bool {
         self.held.contains(local)

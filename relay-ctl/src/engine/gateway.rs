@@ -41,17 +41,12 @@ impl Engine {
         if out.is_empty() {
             return;
         }
-        let applied = self.table.applied();
         for (local, rec) in out {
-            let peer = applied
+            let peer = self
+                .table
                 .get(&local)
                 .and_then(|e| e.expected_source)
-                .or_else(|| {
-                    applied
-                        .values()
-                        .find(|e| e.rewrite.from == local)
-                        .map(|e| e.rewrite.to)
-                });
+                .or_else(|| self.table.sending_from(&local).map(|e| e.rewrite.to));
             if let Some(peer) = peer {
                 self.outbox.push(Outgoing {
                     from: local,
