@@ -3,6 +3,7 @@
 //! injected and advanced by hand.
 
 mod calls;
+mod crypto;
 mod ice;
 mod ng;
 mod state;
