@@ -60,11 +60,24 @@ const SINK_KEY: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
 /// Like [`call`], but the sink's leg is SRTP (SDES, `transport-protocol=RTP/SAVP`, `DTLS=off`):
 /// the relay encrypts every packet of the generator's plain RTP toward the sink.
 fn srtp_call(c: &NgClient, call_id: &str) -> Result<SocketAddr> {
-    c.call(&obj(json!({
+    let offer = c.call(&obj(json!({
         "command": "offer", "call-id": call_id, "from-tag": "caller",
         "sdp": sdp(GEN_ADDR, GEN_PORT), "transport-protocol": "RTP/SAVP", "DTLS": "off",
     })))?;
-    let crypto = format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{SINK_KEY}");
+    // Accept the relay's AES_CM_128_HMAC_SHA1_80 line, whatever tag it has there.
+    let tag = offer
+        .get("sdp")
+        .and_then(Value::as_str)
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let v = l.strip_prefix("a=crypto:")?;
+                let (tag, rest) = v.split_once(' ')?;
+                rest.starts_with("AES_CM_128_HMAC_SHA1_80 ")
+                    .then(|| tag.to_owned())
+            })
+        })
+        .context("the offer has no AES_CM_128_HMAC_SHA1_80 a=crypto line")?;
+    let crypto = format!("a=crypto:{tag} AES_CM_128_HMAC_SHA1_80 inline:{SINK_KEY}");
     let sink_sdp = relay_tests::call::sdp(
         &Ipv4Addr::from(SINK_ADDR).to_string(),
         5000,

@@ -13,6 +13,7 @@
 //! the journal is harmless. A torn last line is a write that was never synced, so never
 //! acknowledged: it is dropped. Any other damage refuses the whole state, which is moved aside.
 
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::{
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
@@ -127,9 +128,11 @@ impl Journal {
         remove_leftovers(state_file);
         let path = journal_path(state_file);
         let loaded = load(state_file, &path)?;
+        // Owner only, like the snapshot: records carry the SRTP keys of crypto calls.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io(&path))?;
         let appended = count_lines(&path);
