@@ -121,6 +121,22 @@ impl Results {
             fmt_srtp(self.srtp_ours.as_ref()),
             fmt_srtp(self.srtp_rtpengine.as_ref())
         );
+        let fmt_over = |v: Option<&Search>| {
+            v.map_or("not run".into(), |v| {
+                format!(
+                    "{} of {} ({:.2}% loss)",
+                    mpps(v.unthrottled.forwarded()),
+                    mpps(v.unthrottled.rate()),
+                    v.unthrottled.loss() * 100.0
+                )
+            })
+        };
+        let _ = writeln!(
+            s,
+            "| RTP -> SRTP forwarded Mpps, unthrottled generator | - | {} | {} |",
+            fmt_over(self.srtp_ours.as_ref()),
+            fmt_over(self.srtp_rtpengine.as_ref())
+        );
         let fmt_ng = |v: Option<f64>| v.map_or("not run".into(), |v| format!("{v:.0}"));
         let _ = writeln!(
             s,
