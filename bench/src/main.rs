@@ -184,7 +184,7 @@ fn run() -> Result<()> {
     // The floor / XDP / TC comparison runs at least three searches each, so each figure has a
     // median and a range even with --quick.
     let cmp_runs = runs.max(3);
-    let searches = 1 + OFFERED.len() as u64 + u64::from(args.peers) + 2;
+    let searches = 1 + OFFERED.len() as u64 + 2 * u64::from(args.peers) + 2;
     let bar = ProgressBar::new(searches * u64::from(runs) * (1 + u64::from(steps)));
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} search steps  {msg}",
@@ -338,12 +338,26 @@ fn run() -> Result<()> {
     drop(pass_obj);
 
     let calls = if args.quick { 200 } else { 1000 };
-    let (mut rtpengine_rate, mut ng_rtpengine) = (None, None);
+    let (mut rtpengine_rate, mut ng_rtpengine, mut srtp_rtpengine) = (None, None, None);
     if args.peers {
         bar.set_message("rtpengine: starting");
         let _rtpe = peers::rtpengine_start(&t)?;
         rtpengine_rate = Some(median_search(runs, || {
             peers::rtpengine_rate(&t, &sink, trial, steps, repeats, use_pktgen, &bar)
+        })?);
+        bar.set_message("rtpengine: RTP -> SRTP");
+        srtp_rtpengine = Some(median_search(runs, || {
+            peers::srtp_rate(
+                &t,
+                &sink,
+                peers::RTPENGINE_NG,
+                "rtpengine srtp",
+                trial,
+                steps,
+                repeats,
+                use_pktgen,
+                &bar,
+            )
         })?);
         if std::env::var_os("RELAY_BENCH_VERBOSE").is_some() {
             eprintln!("{}", _rtpe.log_tail());
@@ -371,6 +385,20 @@ fn run() -> Result<()> {
             "--port-max=29999",
         ],
     )?;
+    bar.set_message("our daemon: RTP -> SRTP");
+    let srtp_ours = Some(median_search(runs, || {
+        peers::srtp_rate(
+            &t,
+            &sink,
+            peers::OUR_NG,
+            "ours srtp",
+            trial,
+            steps,
+            repeats,
+            use_pktgen,
+            &bar,
+        )
+    })?);
     let ng_ours = Some(peers::ng_pairs_per_second(
         &t.relay,
         peers::OUR_NG,
@@ -406,6 +434,8 @@ fn run() -> Result<()> {
         floor_rate,
         relay_rate,
         rtpengine_rate,
+        srtp_ours,
+        srtp_rtpengine,
         ng_ours,
         ng_rtpengine,
         notes,

@@ -54,6 +54,98 @@ fn call(c: &NgClient, call_id: &str) -> Result<SocketAddr> {
     Ok(media_addr(sdp))
 }
 
+/// The sink's SDES key (AES_CM_128_HMAC_SHA1_80, 30 bytes): what it would decrypt with.
+const SINK_KEY: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
+
+/// Like [`call`], but the sink's leg is SRTP (SDES, `transport-protocol=RTP/SAVP`, `DTLS=off`):
+/// the relay encrypts every packet of the generator's plain RTP toward the sink.
+fn srtp_call(c: &NgClient, call_id: &str) -> Result<SocketAddr> {
+    let offer = c.call(&obj(json!({
+        "command": "offer", "call-id": call_id, "from-tag": "caller",
+        "sdp": sdp(GEN_ADDR, GEN_PORT), "transport-protocol": "RTP/SAVP", "DTLS": "off",
+    })))?;
+    // Accept the relay's AES_CM_128_HMAC_SHA1_80 line, whatever tag it has there.
+    let tag = offer
+        .get("sdp")
+        .and_then(Value::as_str)
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let v = l.strip_prefix("a=crypto:")?;
+                let (tag, rest) = v.split_once(' ')?;
+                rest.starts_with("AES_CM_128_HMAC_SHA1_80 ")
+                    .then(|| tag.to_owned())
+            })
+        })
+        .context("the offer has no AES_CM_128_HMAC_SHA1_80 a=crypto line")?;
+    let crypto = format!("a=crypto:{tag} AES_CM_128_HMAC_SHA1_80 inline:{SINK_KEY}");
+    let sink_sdp = relay_tests::call::sdp(
+        &Ipv4Addr::from(SINK_ADDR).to_string(),
+        5000,
+        &["a=sendrecv", &crypto],
+    )
+    .replace("RTP/AVP", "RTP/SAVP");
+    let answer = c.call(&obj(json!({
+        "command": "answer", "call-id": call_id, "from-tag": "caller", "to-tag": "callee",
+        "sdp": sink_sdp, "transport-protocol": "RTP/AVP",
+    })))?;
+    let sdp = answer
+        .get("sdp")
+        .and_then(Value::as_str)
+        .context("answer reply without SDP")?;
+    Ok(media_addr(sdp))
+}
+
+/// Zero-loss rate of RTP -> SRTP (SDES, AES_CM_128_HMAC_SHA1_80) forwarding through the NG
+/// server at `server` (ours: the daemon's userspace crypto path; rtpengine: its userspace SRTP),
+/// one fresh call per trial as for [`rtpengine_rate`].
+#[allow(clippy::too_many_arguments)]
+pub fn srtp_rate(
+    t: &Topo,
+    sink: &Arc<Sink>,
+    server: &str,
+    label: &str,
+    trial: Duration,
+    steps: u32,
+    repeats: u32,
+    pktgen: bool,
+    bar: &ProgressBar,
+) -> Result<Search> {
+    let ng: SocketAddr = server.parse()?;
+    let client = t
+        .relay
+        .run(move || NgClient::new(ng, Duration::from_secs(1), 3))??;
+    static SEARCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let search_id = SEARCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tag = label.replace(' ', "-");
+    let mut n = 0u32;
+    let fresh: Fresh = Box::new(move || -> Result<SocketAddrV4> {
+        if n > 0 {
+            let _ = client.call(&obj(json!({
+                "command": "delete", "call-id": format!("bench-srtp-{tag}-{search_id}-{}", n - 1),
+            })));
+        }
+        let to = srtp_call(&client, &format!("bench-srtp-{tag}-{search_id}-{n}"))?;
+        n += 1;
+        match to {
+            SocketAddr::V4(v4) => Ok(v4),
+            other => bail!("{other}: not IPv4"),
+        }
+    });
+    let (config, frame) = gen_config(t, [10, 99, 0, 1], 1, 1, 1);
+    let spec = SearchSpec {
+        label: label.to_owned(),
+        config,
+        frame,
+        trial,
+        drain: Duration::from_millis(200),
+        steps,
+        repeats,
+        fresh: Some(fresh),
+        pktgen,
+    };
+    search(t, sink, spec, bar)
+}
+
 pub fn rtpengine_start(t: &Topo) -> Result<Rtpengine> {
     let iface = format!("pub/{SERVICE}");
     Rtpengine::start(

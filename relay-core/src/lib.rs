@@ -12,5 +12,7 @@ pub mod rtpp_flags;
 pub mod sdp;
 pub mod sdp_edit;
 pub mod session;
+pub mod session_crypto;
 pub mod sip;
+pub mod srtp_sdp;
 pub mod stun;

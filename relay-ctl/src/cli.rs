@@ -351,6 +351,7 @@ pub fn query_table(call_id: &str, reply: &Map<String, Value>) -> String {
             "PACKETS",
             "BYTES",
             "LAST-SEEN",
+            "FORWARDING",
         ]
         .map(String::from),
     ];
@@ -375,11 +376,15 @@ pub fn query_table(call_id: &str, reply: &Map<String, Value>) -> String {
                     s(stats.and_then(|x| x.get("packets"))),
                     s(stats.and_then(|x| x.get("bytes"))),
                     utc(st.get("last packet")),
+                    st.get("forwarding")
+                        .and_then(Value::as_str)
+                        .unwrap_or("-")
+                        .to_owned(),
                 ]);
             }
         }
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = format!("call {call_id}  created {}\n", utc(reply.get("created")));
@@ -429,7 +434,7 @@ mod tests {
     fn query_table_aligns_one_row_per_stream() {
         let reply: Map<String, Value> = serde_json::from_str(
             r#"{"result":"ok","created":1700000000,"tags":{"a1":{"medias":[{"index":1,"type":"audio","streams":[
-              {"local port":30000,"endpoint":{"family":"IPv4","address":"10.1.1.2","port":4000},"stats":{"packets":12,"bytes":2064},"last packet":1700000005},
+              {"local port":30000,"endpoint":{"family":"IPv4","address":"10.1.1.2","port":4000},"stats":{"packets":12,"bytes":2064},"last packet":1700000005,"forwarding":"fast path"},
               {"local port":30001,"stats":{"packets":1,"bytes":80}}]}]}}}"#,
         )
         .unwrap();
@@ -439,11 +444,11 @@ mod tests {
         assert!(lines[1].starts_with("TAG  MEDIA    LOCAL  PEER"), "{t}");
         assert_eq!(
             lines[2],
-            "a1   1 audio  30000  10.1.1.2:4000  -    12       2064   2023-11-14T22:13:25Z"
+            "a1   1 audio  30000  10.1.1.2:4000  -    12       2064   2023-11-14T22:13:25Z  fast path"
         );
         assert_eq!(
             lines[3],
-            "a1   1 audio  30001  -              -    1        80     -"
+            "a1   1 audio  30001  -              -    1        80     -                     -"
         );
     }
 }

@@ -164,6 +164,9 @@ pub struct Config {
     /// On exit, detach the program and remove the pins.
     pub detach: bool,
     pub ha: HaConfig,
+    /// The relay's DTLS certificate and key (PEM), made on first start and kept so the
+    /// a=fingerprint survives restarts; default `dtls-cert.pem` beside the state file.
+    pub dtls_cert: PathBuf,
 }
 
 impl Default for HaConfig {
@@ -226,6 +229,7 @@ pub struct FileConfig {
     pub standby: Option<bool>,
     /// auto or manual.
     pub takeover: Option<String>,
+    pub dtls_cert: Option<PathBuf>,
 }
 
 /// Reads `path` (when given), overlays `flags` (set values win) and validates the result. An
@@ -511,6 +515,7 @@ impl FileConfig {
                 .pin_dir
                 .or(self.pin_dir)
                 .unwrap_or_else(|| PathBuf::from(crate::xdp::DEFAULT_PIN_DIR)),
+            dtls_cert: Default::default(),
             state_file: flags
                 .state_file
                 .or(self.state_file)
@@ -518,6 +523,13 @@ impl FileConfig {
             log_level,
             detach: flags.detach.or(self.detach).unwrap_or(false),
             ha,
+        })
+        .map(|mut c: Config| {
+            c.dtls_cert = flags
+                .dtls_cert
+                .or(self.dtls_cert)
+                .unwrap_or_else(|| c.state_file.with_file_name("dtls-cert.pem"));
+            c
         })
     }
 }

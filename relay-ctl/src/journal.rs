@@ -13,6 +13,7 @@
 //! the journal is harmless. A torn last line is a write that was never synced, so never
 //! acknowledged: it is dropped. Any other damage refuses the whole state, which is moved aside.
 
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::{
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
@@ -35,6 +36,10 @@ pub struct SavedCall {
     pub created: u64,
     /// Fast-path counter slot of each relay endpoint with an entry.
     pub slots: Vec<(SocketAddr, u32)>,
+    /// The SRTP the relay terminates on the call's legs (keys included): absent for calls
+    /// without crypto conversion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypto: Option<crate::gateway::CallCrypto>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -123,9 +128,11 @@ impl Journal {
         remove_leftovers(state_file);
         let path = journal_path(state_file);
         let loaded = load(state_file, &path)?;
+        // Owner only, like the snapshot: records carry the SRTP keys of crypto calls.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io(&path))?;
         let appended = count_lines(&path);
@@ -381,6 +388,7 @@ mod tests {
             record: s.export_call(call_id).unwrap(),
             created: 1,
             slots: vec![],
+            crypto: None,
         }
     }
 

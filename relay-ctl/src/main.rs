@@ -206,6 +206,9 @@ struct DaemonArgs {
     /// File the calls are saved to, so a restarted daemon keeps them [default: /var/lib/xdp-relay/sessions.json].
     #[arg(long, value_name = "FILE")]
     state_file: Option<PathBuf>,
+    /// The relay's DTLS certificate (PEM, made if missing) [default: dtls-cert.pem beside the state file].
+    #[arg(long, value_name = "PATH")]
+    dtls_cert: Option<PathBuf>,
     /// Log filter, tracing's EnvFilter syntax (reloadable) [default: $RUST_LOG, else info].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
@@ -233,6 +236,7 @@ impl DaemonArgs {
             relay_id: self.relay_id.clone(),
             standby: self.standby.then_some(true),
             takeover: self.takeover.clone(),
+            dtls_cert: self.dtls_cert.clone(),
             ice: self.ice.clone(),
             latching: self.latching.clone(),
             ng_listen: self.ng_listen,

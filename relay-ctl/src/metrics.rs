@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub state_write_errors: u64,
     /// Further families, already in exposition format (shared state: [`crate::state`]).
     pub extra: String,
+    /// The SRTP gateway's counters.
+    pub crypto: crate::gateway::GatewayCounters,
 }
 
 fn escape(v: &str) -> String {
@@ -120,6 +122,22 @@ pub fn render(s: &Snapshot) -> String {
         s.state_write_errors
     );
     o.push_str(&s.extra);
+    let c = &s.crypto;
+    let _ = writeln!(
+        o,
+        "# HELP relay_dtls_handshakes_total DTLS-SRTP handshakes the relay terminated, by outcome.\n# TYPE relay_dtls_handshakes_total counter\nrelay_dtls_handshakes_total{{outcome=\"ok\"}} {}\nrelay_dtls_handshakes_total{{outcome=\"failed\"}} {}\nrelay_dtls_handshakes_total{{outcome=\"fingerprint_mismatch\"}} {}",
+        c.dtls_handshakes_ok, c.dtls_handshakes_failed, c.dtls_fingerprint_mismatch
+    );
+    let _ = writeln!(
+        o,
+        "# HELP relay_srtp_dropped_total SRTP/SRTCP packets the daemon refused, by reason.\n# TYPE relay_srtp_dropped_total counter\nrelay_srtp_dropped_total{{reason=\"auth\"}} {}\nrelay_srtp_dropped_total{{reason=\"replay\"}} {}\nrelay_srtp_dropped_total{{reason=\"other\"}} {}",
+        c.srtp_auth_failures, c.srtp_replays, c.srtp_dropped_other
+    );
+    let _ = writeln!(
+        o,
+        "# HELP relay_crypto_forwarded_packets_total Media the daemon forwarded with SRTP conversion (never in the fast path).\n# TYPE relay_crypto_forwarded_packets_total counter\nrelay_crypto_forwarded_packets_total {}",
+        c.crypto_forwarded
+    );
     o
 }
 
@@ -172,6 +190,10 @@ mod tests {
             userspace_forwarded: 7,
             state_write_errors: 1,
             extra: "# TYPE relay_calls_foreign gauge\nrelay_calls_foreign 1\n".into(),
+            crypto: crate::gateway::GatewayCounters {
+                srtp_replays: 2,
+                ..Default::default()
+            },
         };
         let t = render(&s);
         for line in [
@@ -187,6 +209,7 @@ mod tests {
             "relay_datapath{device=\"veth0\",datapath=\"tc\"} 1",
             "relay_datapath{device=\"eth1\",datapath=\"xdp\"} 0",
             "relay_calls_foreign 1",
+            "relay_srtp_dropped_total{reason=\"replay\"} 2",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
@@ -424,6 +447,7 @@ mod tests {
             userspace_forwarded: 0,
             state_write_errors: 0,
             extra: String::new(),
+            crypto: Default::default(),
         };
         // name -> label -> values, as rendered.
         let mut exported: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();

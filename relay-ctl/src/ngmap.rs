@@ -60,8 +60,9 @@ pub fn normalise(key: &str) -> String {
 
 impl Request {
     pub fn new(raw: &Map<String, Value>) -> Request {
+        let dict: Map<String, Value> = raw.iter().map(|(k, v)| (normalise(k), v.clone())).collect();
         Request {
-            dict: raw.iter().map(|(k, v)| (normalise(k), v.clone())).collect(),
+            dict,
             unknown: Vec::new(),
         }
     }
@@ -154,6 +155,9 @@ impl Request {
     fn flags(&mut self) -> Flags {
         let mut f = Flags::default();
         for flag in self.list("flags") {
+            if crate::ngcrypto::is_crypto_flag(&flag) {
+                continue;
+            }
             match normalise(&flag).as_str() {
                 "trust-address" => f.trust_address = true,
                 "symmetric" => f.symmetric = true,

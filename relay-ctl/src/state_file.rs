@@ -4,6 +4,7 @@
 use std::{
     fs::{self, File},
     io::Write as _,
+    os::unix::fs::OpenOptionsExt as _,
     path::Path,
 };
 
@@ -16,7 +17,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        // Owner only: the state holds SRTP master keys of the calls whose crypto the relay
+        // terminates.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -50,6 +58,11 @@ mod tests {
         write_atomic(&path, b"{\"calls\":[1,2,3]}").unwrap();
         write_atomic(&path, b"{}").unwrap();
         assert_eq!(read(&path).unwrap().as_deref(), Some(&b"{}"[..]));
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let names: Vec<_> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())

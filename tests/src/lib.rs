@@ -14,6 +14,7 @@ pub mod rtpengine;
 pub mod service;
 pub mod sniff;
 pub mod topology;
+pub mod webrtc;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -60,7 +60,11 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let env = setup::ensure()?;
     match cli.cmd {
-        Cmd::Setup => setup::install_peers().and_then(|()| setup::install_redis()),
+        Cmd::Setup => {
+            setup::install_peers()?;
+            setup::install_redis()?;
+            setup::ensure_webrtc_peer()
+        }
         Cmd::Demo => {
             require_root("the demo creates network namespaces and loads XDP")?;
             cargo(
@@ -145,6 +149,8 @@ fn test(env: &setup::Env, fuzz_seconds: u32) -> Result<()> {
     setup::install_peers()?;
     // The HA tests run their own redis-server instances.
     setup::install_redis()?;
+    // The WebRTC gateway tests drive aiortc as the browser leg.
+    setup::ensure_webrtc_peer()?;
     step("cargo fmt --check");
     cargo(env, &["fmt", "--all", "--check"])?;
     step("clippy (workspace)");

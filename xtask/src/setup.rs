@@ -19,7 +19,52 @@ const TOOLS: &[&str] = &[
     "util-linux",
     "libzstd-dev",
     "zlib1g-dev",
+    // DTLS-SRTP and SRTP termination: OpenSSL (the `openssl` crate) and libsrtp2 (FFI).
+    "libssl-dev",
+    "libsrtp2-dev",
+    "pkg-config",
+    // The WebRTC test peer (aiortc) runs in a venv under target/.
+    "python3-venv",
 ];
+
+/// The browser-like test peer and its ICE stack, from PyPI, pinned.
+pub const WEBRTC_PEER: &[&str] = &["aiortc==1.16.0", "aioice==0.13.0"];
+
+/// Creates `target/aiortc-venv` with [`WEBRTC_PEER`] unless it is there already.
+pub fn ensure_webrtc_peer() -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = root.join("target/aiortc-venv");
+    let python = venv.join("bin/python");
+    let ok = |py: &PathBuf| {
+        Command::new(py)
+            .args(["-c", "import aiortc, aioice"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ok(&python) {
+        report("aiortc venv", "present");
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+        .context("python3 -m venv failed (is python3-venv installed?)")?;
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check"])
+        .args(WEBRTC_PEER))
+    .context("pip install aiortc failed (is PyPI reachable?)")?;
+    if !ok(&python) {
+        bail!(
+            "{} cannot import aiortc after installing it",
+            python.display()
+        );
+    }
+    report(
+        "aiortc venv",
+        &format!("installed in {:.1}s", t0.elapsed().as_secs_f64()),
+    );
+    Ok(())
+}
 
 /// What later cargo invocations need in their environment.
 pub struct Env {

@@ -95,7 +95,16 @@ impl Engine {
         if media.force_answer && req.str("to-tag").is_some_and(|t| !t.is_empty()) {
             return self.ng_answer(now, req);
         }
-        let opts = req.offer_options()?;
+        let mut opts = req.offer_options()?;
+        let (crypto, implied) = crate::ngcrypto::crypto_options(req)?;
+        if implied.ice_force {
+            opts.ice = relay_core::session::IceOption::Force;
+        }
+        if implied.rtcp_mux_require {
+            opts.rtcp_mux = relay_core::session::RtcpMuxOption::Require;
+        } else if implied.rtcp_mux_offer {
+            opts.rtcp_mux = relay_core::session::RtcpMuxOption::Offer;
+        }
         self.ha_before_signal(now, &call_id)?;
         if !self.meta.contains_key(&call_id)
             && let Some(r) = ngopts::load_limit(
@@ -118,6 +127,10 @@ impl Engine {
             }
             Pre::Process(s) => s,
         };
+        // The SRTP gateway: a dry run first, so an offer it refuses changes nothing.
+        self.gateway
+            .offer(&call_id, &from_tag, &sdp, &crypto, true)
+            .map_err(NgError::Crypto)?;
         let mut out = self
             .sessions
             .offer(&call_id, &from_tag, &sdp, &opts)
@@ -129,7 +142,10 @@ impl Engine {
             &media,
             &self.compat.instance,
         );
-        out.sdp = sdp;
+        out.sdp = self
+            .gateway
+            .offer(&call_id, &from_tag, &sdp, &crypto, false)
+            .map_err(NgError::Crypto)?;
         self.noted(&call_id, &from_tag, &media, true);
         self.set_tos(&call_id, media.tos);
         let reply = self.rewritten(now, &call_id, out);
@@ -151,12 +167,19 @@ impl Engine {
         let sdp = required_sdp(req)?;
         let to_tag = req.required("to-tag")?.to_owned();
         let media = req.media_options()?;
-        let opts = req.answer_options()?;
+        let mut opts = req.answer_options()?;
+        let (crypto, implied) = crate::ngcrypto::crypto_options(req)?;
+        if implied.ice_force {
+            opts.ice = Some(relay_core::session::IceOption::Force);
+        }
         self.ha_before_signal(now, &call_id)?;
         let sdp = match ngopts::pre(&sdp, &media, opts.received_from, &self.compat.instance) {
             Pre::PassThrough(s) => return Ok(obj(json!({"result": "ok", "sdp": s}))),
             Pre::Process(s) => s,
         };
+        self.gateway
+            .answer(&call_id, &sdp, &crypto, true)
+            .map_err(NgError::Crypto)?;
         let mut out = self
             .sessions
             .answer(&call_id, &from_tag, &to_tag, &sdp, &opts)
@@ -175,7 +198,10 @@ impl Engine {
             &media,
             &self.compat.instance,
         );
-        out.sdp = sdp;
+        out.sdp = self
+            .gateway
+            .answer(&call_id, &sdp, &crypto, false)
+            .map_err(NgError::Crypto)?;
         self.noted(&call_id, &to_tag, &media, false);
         self.set_tos(&call_id, media.tos);
         let reply = self.rewritten(now, &call_id, out);

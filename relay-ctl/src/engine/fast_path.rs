@@ -60,6 +60,9 @@ pub struct StreamTable {
     free_slots: Vec<u32>,
     /// The TOS byte each call's packets get (rtpengine's `TOS`); absent: left as sent.
     tos: HashMap<String, u8>,
+    /// Endpoints whose media the daemon must see (SRTP conversion): their entries are applied
+    /// (latching and rewrites use them) but never put into the map.
+    held: HashSet<SocketAddr>,
 }
 
 impl StreamTable {
@@ -74,6 +77,7 @@ impl StreamTable {
         Ok(StreamTable {
             fast_path,
             pending: Vec::new(),
+            held: HashSet::new(),
             entries: HashMap::new(),
             by_call: HashMap::new(),
             slots: saved_slots.into_iter().collect(),
@@ -133,8 +137,28 @@ impl StreamTable {
         }
     }
 
+    /// Keeps these endpoints out of the map from now on (an entry already there is removed).
+    pub fn hold_in_userspace(&mut self, locals: impl IntoIterator<Item = SocketAddr>) {
+        for local in locals {
+            if self.held.insert(local) && self.entries.contains_key(&local) {
+                self.pending.push(MapOp::Remove(StreamKey::from(local)));
+            }
+        }
+    }
+
+    /// The applied entry whose rewrite sends from `local` (the way to that leg's peer).
+    pub fn sending_from(&self, local: &SocketAddr) -> Option<&ForwardingEntry> {
+        self.entries.values().find(|e| e.rewrite.from == *local)
+    }
+
+    /// Whether the daemon, not the fast path, forwards this endpoint's media.
+    pub fn is_held(&self, local: &SocketAddr) -> bool {
+        self.held.contains(local)
+    }
+
     /// A relay endpoint went away: its counter slot is free again.
     pub fn release(&mut self, local: &SocketAddr) {
+        self.held.remove(local);
         if let Some(slot) = self.slots.remove(local) {
             self.free_slots.push(slot);
         }
@@ -155,6 +179,10 @@ impl StreamTable {
     /// Puts one entry into the XDP stream table; on failure the daemon keeps forwarding that
     /// stream itself, so a full map degrades speed, not service.
     fn install(&mut self, call_id: &str, e: &ForwardingEntry) {
+        if self.held.contains(&e.local) {
+            tracing::debug!(%call_id, local = %e.local, "stream held in userspace (SRTP conversion)");
+            return;
+        }
         let slot = match self.slots.get(&e.local) {
             Some(s) => *s,
             None => {

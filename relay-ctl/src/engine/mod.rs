@@ -18,6 +18,7 @@
 
 mod compat;
 mod fast_path;
+mod gateway;
 mod ha;
 mod ice;
 mod ng;
@@ -52,7 +53,7 @@ use self::{
     stats::Stats,
     timeouts::Timers,
 };
-use crate::{config::Config, ports::Inbound};
+use crate::{config::Config, gateway::Gateway, ports::Inbound};
 
 /// The clocks, read once per event by the daemon shell and passed in; tests advance them.
 #[derive(Clone, Copy, Debug)]
@@ -134,6 +135,8 @@ pub struct Engine {
     compat: compat::Compat,
     /// Shared state (Redis), when configured.
     ha: Option<ha::HaState>,
+    /// SRTP termination (WebRTC <-> SIP): its streams never enter the fast path (`gateway`).
+    gateway: Gateway,
 }
 
 struct Outgoing {
@@ -163,6 +166,7 @@ impl Engine {
         // (call, creation time) of every restored call, and the counter slots they hold.
         let mut calls: Vec<(String, u64)> = Vec::new();
         let mut slots: Vec<(SocketAddr, u32)> = Vec::new();
+        let mut crypto = Vec::new();
         let mut sessions = match restored {
             Restored::Nothing => Sessions::new(scfg)?,
             Restored::Legacy(LegacySaved {
@@ -182,6 +186,9 @@ impl Engine {
                     // One bad record costs its call, not the others: said, never half-loaded.
                     match sessions.import_call(c.record) {
                         Ok(_) => {
+                            if let Some(k) = c.crypto {
+                                crypto.push((call_id.clone(), k));
+                            }
                             calls.push((call_id, c.created));
                             slots.extend(c.slots);
                         }
@@ -201,7 +208,15 @@ impl Engine {
                 "restored calls keep relay ports outside the configured range; new calls get ports inside it"
             );
         }
+        let identity = crate::dtls::DtlsIdentity::load_or_create(&cfg.dtls_cert)
+            .with_context(|| format!("DTLS certificate {}", cfg.dtls_cert.display()))?;
+        tracing::info!(fingerprint = %identity.fingerprint, "DTLS identity");
+        let mut gateway = Gateway::new(identity, Default::default());
+        for (call_id, k) in crypto {
+            gateway.import_call(&call_id, k);
+        }
         let mut engine = Engine {
+            gateway,
             state: StateStore::new(cfg.state_file.clone(), journal),
             timers: Timers::new(now.instant),
             cfg,
@@ -264,6 +279,15 @@ impl Engine {
             }
             self.call_of.insert(*local, call_id.to_owned());
         }
+        // gateway: endpoints of streams whose SRTP the relay terminates stay out of the fast path.
+        let streams = self.sessions.streams(call_id);
+        self.gateway.bind(call_id, &streams, Instant::now());
+        self.table.hold_in_userspace(
+            want.endpoints
+                .iter()
+                .filter(|l| self.gateway.converts(l).is_some())
+                .copied(),
+        );
         self.table.apply(call_id, want.entries);
         self.ice.sync(call_id, &want.ice_legs, &want.active_tags);
         if !want.endpoints.is_empty() {
@@ -295,6 +319,7 @@ impl Engine {
         self.sync_call(call_id, update.into());
         if !self.sessions.call_ids().any(|c| c == call_id) {
             self.meta.remove(call_id);
+            self.gateway.remove(call_id);
             tracing::info!(%call_id, "call deleted");
         }
         Ok(())
@@ -310,6 +335,9 @@ impl Engine {
         let Some(&first) = data.first() else { return };
         match first {
             0..=3 => self.stun(now, local, source, &data),
+            20..=63 if self.gateway.converts(&local).is_some() => {
+                self.dtls(now, local, source, &data)
+            }
             // DTLS-SRTP is end to end (the fingerprints in the SDP pass unchanged): its records
             // follow the media's path, checked against the same latch or nomination.
             20..=63 | 128..=191 => self.media(now, local, source, &data),
@@ -404,10 +432,22 @@ impl Engine {
             Some(r) if is_rtcp(data) => r,
             _ => e.rewrite,
         };
+        // gateway: SRTP <-> RTP; a packet failing auth or replayed is dropped (and counted).
+        let out = if self.gateway.converts(&local).is_some() {
+            match self.gateway.media(&local, data) {
+                Ok(v) => v,
+                Err(why) => {
+                    tracing::trace!(%local, %source, %why, "media dropped");
+                    return;
+                }
+            }
+        } else {
+            data.to_vec()
+        };
         self.outbox.push(Outgoing {
             from: rewrite.from,
             to: rewrite.to,
-            data: data.to_vec(),
+            data: out,
             media: true,
         });
         self.stats.userspace_media(local, data.len(), now.wall);

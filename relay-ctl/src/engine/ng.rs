@@ -54,6 +54,9 @@ pub enum NgError {
     Standby,
     #[error("No shared state configured (--redis)")]
     NoSharedState,
+    /// SRTP the gateway cannot handle (a malformed a=crypto, no usable keying).
+    #[error("{0}")]
+    Crypto(String),
     #[error(
         "Out of file descriptors (limit {limit}): relay ports are left but cannot be opened; \
          raise LimitNOFILE (the port range needs {needed})"

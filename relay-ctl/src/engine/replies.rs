@@ -41,6 +41,10 @@ impl Engine {
                         "stats": {"packets": s.packets + f.packets, "bytes": s.bytes + f.bytes, "errors": 0},
                         "fast path": {"packets": f.packets, "bytes": f.bytes},
                         "last packet": last,
+                        "forwarding": match self.gateway.converts(&local) {
+                            Some(why) => format!("daemon ({why})"),
+                            None => "fast path".to_owned(),
+                        },
                     });
                     // Latched peer, or for ICE legs the nominated one the entry accepts from.
                     let peer = leg
@@ -94,6 +98,7 @@ impl Engine {
             "statistics": {
                 "currentstatistics": {"sessionsown": self.meta.len(), "sessionsforeign": self.foreign_count(), "sessionstotal": self.stats.sessions_total},
                 "userspace forwarded packets": self.stats.userspace_forwarded,
+                "crypto": serde_json::to_value(self.gateway.counters).unwrap_or_default(),
                 "fastpath": fast_path,
                 "datapath": crate::datapath::status_json(),
             },

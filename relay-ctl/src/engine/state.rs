@@ -125,6 +125,7 @@ impl Engine {
                 .slots()
                 .filter(|(a, _)| endpoints.is_some_and(|e| e.contains(a)))
                 .collect(),
+            crypto: self.gateway.export_call(call_id),
         })
     }
 

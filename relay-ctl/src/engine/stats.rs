@@ -71,6 +71,7 @@ impl Engine {
             userspace_forwarded: self.stats.userspace_forwarded,
             state_write_errors: self.state.write_errors,
             extra: self.ha_metrics(),
+            crypto: self.gateway.counters,
         }
     }
 }

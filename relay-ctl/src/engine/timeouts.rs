@@ -41,6 +41,7 @@ impl Engine {
             Some(self.timers.next_sweep),
             self.ice.poll_timeout(),
             self.timers.pending_deletes.iter().map(|(t, ..)| *t).min(),
+            self.gateway.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -51,6 +52,7 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Now) {
         let events = self.ice.handle_timeout(now.instant);
         self.ice_events(events);
+        self.dtls_poll(now);
         self.run_due_deletes(now);
         if now.instant >= self.timers.next_sweep {
             self.timers.next_sweep = now.instant + SWEEP_INTERVAL;

@@ -4,6 +4,7 @@
 
 mod calls;
 mod compat;
+mod crypto;
 mod ice;
 mod ng;
 mod state;
@@ -165,6 +166,7 @@ impl Harness {
             detach: false,
             datapath: crate::datapath::Choice::Auto,
             ha: Default::default(),
+            dtls_cert: dir.join("dtls-cert.pem"),
         };
         let table = Rc::new(RefCell::new(TableState::default()));
         let sockets = Rc::new(RefCell::new(SocketState::default()));
