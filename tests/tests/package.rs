@@ -207,7 +207,7 @@ fn debian_package_installs_runs_a_call_upgrades_and_purges() {
         .unwrap();
     write!(
         conf,
-        "\n# install test\nlisten = [\"pub/{RELAY_SERVICE}\"]\ninterface = [{}]\nport-min = 31000\nport-max = 31100\nmetrics-listen = \"{METRICS}\"\npin-dir = \"{}\"\n",
+        "\n# install test\nlisten = [\"pub/{RELAY_SERVICE}\"]\ninterface = [{}]\nport-min = 31000\nport-max = 31100\n# the test topology's host ends are NIC-like (GRO on): XDP, as on a NIC\ndatapath = \"xdp\"\nmetrics-listen = \"{METRICS}\"\npin-dir = \"{}\"\n",
         devs.join(", "),
         pin_dir.display()
     )
@@ -246,8 +246,9 @@ fn debian_package_installs_runs_a_call_upgrades_and_purges() {
     assert!(fast_before > 0, "media went through XDP: {:#?}", q());
     let m = metrics(&t.relay);
     assert!(m.lines().any(|l| l == "relay_sessions 1"), "{m}");
-    eventually("state file written", || {
-        std::fs::read_to_string(format!("{STATE_DIR}/sessions.json"))
+    // Write-ahead: the call is in the journal before its reply.
+    eventually("call journaled", || {
+        std::fs::read_to_string(format!("{STATE_DIR}/sessions.json.journal"))
             .is_ok_and(|s| s.contains("pkg-call"))
     });
 
@@ -306,7 +307,11 @@ fn debian_package_installs_runs_a_call_upgrades_and_purges() {
         fast_after >= fast_before + 40,
         "the new daemon's fast path forwards the call: {fast_before} -> {fast_after}"
     );
-    assert!(d.log_text().contains("calls restored"), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("state restored calls=1"),
+        "{}",
+        d.log_text()
+    );
     let upgrade_took = t_upgrade.elapsed();
     assert_ne!(version, new_version);
 

@@ -392,6 +392,13 @@ impl Engine {
             for (k, v) in o {
                 if k != "currentstatistics" {
                     s.insert(k.clone(), v.clone());
+                } else if let (Some(Value::Object(cur)), Value::Object(ours)) =
+                    (s.get_mut("currentstatistics"), v)
+                {
+                    // Our session counts (own, foreign from Redis, total) are the real ones.
+                    for (kk, vv) in ours {
+                        cur.insert(kk.clone(), vv.clone());
+                    }
                 }
             }
         }
