@@ -14,6 +14,10 @@ mod ngwire;
 #[path = "../../relay-ctl/src/ngmap.rs"]
 mod ngmap;
 
+#[allow(dead_code)]
+#[path = "../../relay-ctl/src/ngcrypto.rs"]
+mod ngcrypto;
+
 fuzz_target!(|data: &[u8]| {
     let Ok((dict, enc)) = ngwire::decode(data) else {
         return;
