@@ -91,6 +91,11 @@ impl StreamTable {
         self.entries.get(local)
     }
 
+    /// The counter slot of one relay endpoint, if it has one.
+    pub fn slot(&self, local: &SocketAddr) -> Option<u32> {
+        self.slots.get(local).copied()
+    }
+
     pub fn slots(&self) -> impl Iterator<Item = (SocketAddr, u32)> + '_ {
         self.slots.iter().map(|(a, s)| (*a, *s))
     }

@@ -120,10 +120,11 @@ impl Engine {
         Some(SavedCall {
             record,
             created: self.meta.get(call_id).map_or(0, |m| epoch(m.created)),
-            slots: self
-                .table
-                .slots()
-                .filter(|(a, _)| endpoints.is_some_and(|e| e.contains(a)))
+            // The call's own endpoints, not a scan of every slot: this runs per changed call.
+            slots: endpoints
+                .into_iter()
+                .flatten()
+                .filter_map(|a| Some((*a, self.table.slot(a)?)))
                 .collect(),
             crypto: self.gateway.export_call(call_id),
         })
@@ -136,20 +137,17 @@ impl Engine {
         if self.state.journal.appended() < (4 * calls).max(4096) {
             return;
         }
-        let all: Vec<SavedCall> = self
-            .meta
-            .keys()
-            .filter_map(|c| self.saved_call(c))
-            .collect();
-        if let Err(e) = self.state.journal.compact(all) {
-            self.state.write_errors += 1;
-            tracing::error!(path = %self.state.path.display(), error = %e, "compacting the state journal");
-        }
+        self.write_snapshot();
     }
 
     /// Writes the whole state as a snapshot (at start-up after a restore, and on stop).
     pub fn flush_state(&mut self) {
         self.commit();
+        self.write_snapshot();
+    }
+
+    /// Every own call as the snapshot, and the journal emptied.
+    fn write_snapshot(&mut self) {
         let all: Vec<SavedCall> = self
             .meta
             .keys()
