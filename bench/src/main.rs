@@ -2,6 +2,10 @@
 //! relay's own parse and a redirect, no lookup, no rewrite) and rtpengine, on a throwaway
 //! generator -> relay -> sink namespace topology. Writes a markdown table and a PNG plot.
 
+/// The bench's programs (generator, floor, sink; see relay-common's `bench`), built by build.rs.
+pub(crate) static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench"));
+
 mod peers;
 mod pktgen;
 mod report;
@@ -24,7 +28,7 @@ use relay_common::{
     names,
     stream::{Endpoint, FLAG_SOURCE_ANY, Mismatch, StreamEntry, StreamKey},
 };
-use relay_ctl::xdp::{BENCH_OBJECT, Relay};
+use relay_ctl::xdp::Relay;
 
 use crate::{
     report::Results,
