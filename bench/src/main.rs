@@ -367,12 +367,7 @@ fn run() -> Result<()> {
             eprintln!("{}", _rtpe.log_tail());
         }
         bar.set_message("rtpengine: NG offer+answer");
-        ng_rtpengine = Some(peers::ng_pairs_per_second(
-            &t.relay,
-            peers::RTPENGINE_NG,
-            calls,
-            "rtpengine",
-        )?);
+        ng_rtpengine = Some(ng_rates(&t.relay, peers::RTPENGINE_NG, calls, "rtpengine")?);
     } else {
         notes.push("rtpengine was not measured: run `cargo xtask bench --peers`.".to_owned());
     }
@@ -403,12 +398,7 @@ fn run() -> Result<()> {
             &bar,
         )
     })?);
-    let ng_ours = Some(peers::ng_pairs_per_second(
-        &t.relay,
-        peers::OUR_NG,
-        calls,
-        "ours",
-    )?);
+    let ng_ours = Some(ng_rates(&t.relay, peers::OUR_NG, calls, "ours")?);
     daemon.stop()?;
     bar.finish_and_clear();
     drop(sink_obj);
@@ -465,4 +455,17 @@ fn cpu_model() -> String {
                 .map(|m| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// NG offer+answer pairs/s with one client and with [`report::NG_CLIENTS`].
+fn ng_rates(
+    ns: &relay_tests::netns::Netns,
+    server: &str,
+    calls: u32,
+    tag: &'static str,
+) -> Result<(f64, f64)> {
+    Ok((
+        peers::ng_pairs_per_second(ns, server, calls, 1, tag)?,
+        peers::ng_pairs_per_second(ns, server, calls, report::NG_CLIENTS, tag)?,
+    ))
 }

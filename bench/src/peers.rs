@@ -210,23 +210,53 @@ pub fn rtpengine_rate(
     search(t, sink, spec, bar)
 }
 
-/// Sequential offer+answer pairs per second against the NG server at `server` (from inside
-/// `ns`), `calls` of them or 10 s, whichever ends first; the calls are deleted afterwards.
-pub fn ng_pairs_per_second(ns: &Netns, server: &str, calls: u32, tag: &'static str) -> Result<f64> {
+/// Offer+answer pairs per second against the NG server at `server` (from inside `ns`):
+/// `clients` clients, each waiting for every reply before its next request (as Kamailio's
+/// workers do), `calls` pairs in all or 10 s, whichever ends first; the calls are deleted
+/// afterwards. One client shows the latency of a request; several show what group commit
+/// shares between them.
+pub fn ng_pairs_per_second(
+    ns: &Netns,
+    server: &str,
+    calls: u32,
+    clients: u32,
+    tag: &'static str,
+) -> Result<f64> {
     let server: SocketAddr = server.parse()?;
     ns.run(move || -> Result<f64> {
-        let c = NgClient::new(server, Duration::from_secs(1), 3)?;
         let t0 = Instant::now();
-        let mut done = 0u32;
-        while done < calls && t0.elapsed() < Duration::from_secs(10) {
-            call(&c, &format!("bench-{tag}-{done}"))?;
-            done += 1;
-        }
-        let rate = f64::from(done) / t0.elapsed().as_secs_f64();
-        for i in 0..done {
-            let _ = c.call(&obj(json!({
-                "command": "delete", "call-id": format!("bench-{tag}-{i}"), "from-tag": "caller",
-            })));
+        let per_client = calls.div_ceil(clients);
+        let done: Vec<u32> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..clients)
+                .map(|k| {
+                    s.spawn(move || -> Result<u32> {
+                        let c = NgClient::new(server, Duration::from_secs(1), 3)?;
+                        let mut done = 0u32;
+                        while done < per_client && t0.elapsed() < Duration::from_secs(10) {
+                            call(&c, &format!("bench-{tag}-{clients}-{k}-{done}"))?;
+                            done += 1;
+                        }
+                        Ok(done)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .map_err(|_| anyhow::anyhow!("NG client panicked"))?
+                })
+                .collect::<Result<Vec<u32>>>()
+        })?;
+        let rate = f64::from(done.iter().sum::<u32>()) / t0.elapsed().as_secs_f64();
+        let c = NgClient::new(server, Duration::from_secs(1), 3)?;
+        for (k, n) in done.iter().enumerate() {
+            for i in 0..*n {
+                let _ = c.call(&obj(json!({
+                    "command": "delete", "call-id": format!("bench-{tag}-{clients}-{k}-{i}"),
+                    "from-tag": "caller",
+                })));
+            }
         }
         Ok(rate)
     })?

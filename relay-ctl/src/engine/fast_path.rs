@@ -42,7 +42,7 @@ pub trait FastPath {
 }
 
 /// A change to the fast path's maps, held until the state that explains it is durable.
-enum MapOp {
+pub(crate) enum MapOp {
     Remove(StreamKey),
     ResetCounters(u32),
     Insert(StreamKey, StreamEntry),
@@ -212,10 +212,21 @@ impl StreamTable {
         !self.pending.is_empty()
     }
 
-    /// Applies the held changes to the maps, in order. A failed insert leaves that stream to
-    /// the daemon (a full map degrades speed, not service).
+    /// Applies the held changes to the maps, in order.
     pub fn flush(&mut self) {
-        for op in std::mem::take(&mut self.pending) {
+        let ops = self.take_pending();
+        self.apply_ops(ops);
+    }
+
+    /// The held changes, for a commit whose journal write is still in flight.
+    pub(crate) fn take_pending(&mut self) -> Vec<MapOp> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Applies changes taken by [`StreamTable::take_pending`], in order. A failed insert leaves
+    /// that stream to the daemon (a full map degrades speed, not service).
+    pub(crate) fn apply_ops(&mut self, ops: Vec<MapOp>) {
+        for op in ops {
             match op {
                 MapOp::Remove(key) => {
                     if let Err(err) = self.fast_path.remove(&key) {

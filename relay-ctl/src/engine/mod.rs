@@ -44,6 +44,7 @@ use relay_core::{
     session::{CallUpdate, Config as SessionConfig, IceLeg, Sessions},
 };
 pub use sockets::RelaySockets;
+pub use state::{JournalWrite, Release};
 pub use timeouts::SWEEP_INTERVAL;
 
 use self::{
