@@ -152,10 +152,10 @@ pub async fn run(
         }
     }
     // The write in flight finishes and its replies go out before the final snapshot.
-    if commits.in_flight() {
-        if let Some(written) = done_rx.recv().await {
-            commits.write_done(&mut engine, &ng, written).await;
-        }
+    if commits.in_flight()
+        && let Some(written) = done_rx.recv().await
+    {
+        commits.write_done(&mut engine, &ng, written).await;
     }
     notify(&[NotifyState::Stopping]);
     engine.shutdown();
