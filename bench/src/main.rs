@@ -104,7 +104,7 @@ fn stream_entry(
         flags,
         mismatch: Mismatch::Drop as u8,
         tos: 0,
-        _pad: 0,
+        handover_ds: 0,
         counter_slot: slot,
         egress_ifindex: 0,
         rtcp_src: Endpoint::default(),

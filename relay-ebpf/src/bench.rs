@@ -207,7 +207,7 @@ fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
-    eprintln!("the bench object is eBPF: build it for bpfel-unknown-none (relay-ctl does)");
+    eprintln!("the bench object is eBPF: build it for bpfel-unknown-none (bench/build.rs does)");
 }
 
 #[unsafe(no_mangle)]

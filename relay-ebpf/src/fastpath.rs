@@ -119,6 +119,16 @@ fn forward<C: Egress>(
         match entry.mismatch {
             m if m == Mismatch::Forward as u8 => {}
             m if m == Mismatch::Userspace as u8 => return Ok(Reason::PassSourceMismatch),
+            m if m == Mismatch::Handover as u8 => {
+                let interval_ns = u64::from(entry.handover_ds) * 100_000_000;
+                return Ok(
+                    if crate::handover::latched_source_active(entry.counter_slot, interval_ns) {
+                        Reason::DropSourceMismatch
+                    } else {
+                        Reason::PassSourceMismatch
+                    },
+                );
+            }
             _ => return Ok(Reason::DropSourceMismatch),
         }
     }

@@ -46,7 +46,7 @@ pub fn entry(
         flags,
         mismatch: mismatch as u8,
         tos: 0,
-        _pad: 0,
+        handover_ds: 20,
         counter_slot: slot,
         egress_ifindex: 0,
         rtcp_src: Endpoint::default(),
