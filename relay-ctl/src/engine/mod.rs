@@ -168,6 +168,7 @@ impl Engine {
         let mut calls: Vec<(String, u64)> = Vec::new();
         let mut slots: Vec<(SocketAddr, u32)> = Vec::new();
         let mut crypto = Vec::new();
+        let mut names = Vec::new();
         let mut sessions = match restored {
             Restored::Nothing => Sessions::new(scfg)?,
             Restored::Legacy(LegacySaved {
@@ -189,6 +190,9 @@ impl Engine {
                         Ok(_) => {
                             if let Some(k) = c.crypto {
                                 crypto.push((call_id.clone(), k));
+                            }
+                            if let Some(n) = c.names {
+                                names.push((call_id.clone(), n));
                             }
                             calls.push((call_id, c.created));
                             slots.extend(c.slots);
@@ -234,6 +238,11 @@ impl Engine {
             compat: compat::Compat::new(now.instant),
             ha: None,
         };
+        // Before the entries are re-applied: they carry the call's TOS.
+        for (call_id, n) in names {
+            engine.table.set_tos(&call_id, n.tos);
+            engine.compat.names.insert(call_id, n);
+        }
         for (call_id, created) in calls {
             let created = state::from_epoch(created);
             engine.meta.insert(

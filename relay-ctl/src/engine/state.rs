@@ -203,6 +203,12 @@ impl Engine {
                 .filter_map(|a| Some((*a, self.table.slot(a)?)))
                 .collect(),
             crypto: self.gateway.export_call(call_id),
+            names: self
+                .compat
+                .names
+                .get(call_id)
+                .filter(|n| **n != crate::ngopts::Names::default())
+                .cloned(),
         })
     }
 

@@ -18,7 +18,7 @@ fn plain_call(h: &mut Harness, call_id: &str, a_port: u16) -> (SocketAddr, Socke
 }
 
 /// A daemon killed with SIGKILL: nothing runs on the way out, the pinned table stays.
-fn crash_and_restart(h: &mut Harness) {
+pub(super) fn crash_and_restart(h: &mut Harness) {
     let sockets = Rc::new(RefCell::new(SocketState::default()));
     let cfg = h.engine.cfg.clone();
     let fresh = Engine::new(
