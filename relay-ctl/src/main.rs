@@ -233,6 +233,7 @@ mod tests {
             ("timeout", c.media_timeout.as_secs().to_string()),
             ("silent-timeout", c.silent_timeout.as_secs().to_string()),
             ("final-timeout", c.final_timeout.as_secs().to_string()),
+            ("latch-handover", c.latch_handover.as_millis().to_string()),
             ("max-streams", c.max_streams.to_string()),
             ("ice", c.ice_default.clone()),
             ("latching", c.latching.clone()),

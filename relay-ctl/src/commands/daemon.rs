@@ -43,6 +43,9 @@ pub struct DaemonArgs {
     /// Seconds without media before a call on hold is deleted [default: 3600].
     #[arg(long, value_name = "SECS")]
     silent_timeout: Option<u64>,
+    /// Milliseconds a latched source must be silent before another may take its stream over (NAT rebinding); until then other sources are dropped in the fast path [default: 2000].
+    #[arg(long, value_name = "MS")]
+    latch_handover: Option<u64>,
     /// Seconds after creation any call is deleted, 0 for never [default: 0].
     #[arg(long, value_name = "SECS")]
     final_timeout: Option<u64>,
@@ -110,6 +113,7 @@ impl DaemonArgs {
             timeout: self.timeout,
             silent_timeout: self.silent_timeout,
             final_timeout: self.final_timeout,
+            latch_handover: self.latch_handover,
             max_streams: self.max_streams,
             max_sessions: self.max_sessions,
             redis: self.redis.clone(),

@@ -22,6 +22,7 @@ pub struct FileConfig {
     pub final_timeout: Option<u64>,
     pub max_streams: Option<u32>,
     pub max_sessions: Option<u64>,
+    pub latch_handover: Option<u64>,
     pub ice: Option<String>,
     pub latching: Option<String>,
     pub ng_listen: Option<SocketAddr>,
@@ -119,6 +120,7 @@ impl FileConfig {
         add(self.silent_timeout.is_some(), "silent-timeout");
         add(self.final_timeout.is_some(), "final-timeout");
         add(self.max_streams.is_some(), "max-streams");
+        add(self.latch_handover.is_some(), "latch-handover");
         add(self.ice.is_some(), "ice");
         add(self.latching.is_some(), "latching");
         add(self.ng_listen.is_some(), "ng-listen");

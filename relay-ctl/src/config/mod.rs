@@ -74,6 +74,10 @@ pub enum ConfigError {
         "max-streams = {0}: expected 1024 to 16777216 (one per relay endpoint: RTP and RTCP of each leg)"
     )]
     MaxStreams(u32),
+    #[error(
+        "latch-handover = {0}: expected 100 to 25500 milliseconds (the silence after which another source may take a latched stream over)"
+    )]
+    LatchHandover(u64),
     #[error(transparent)]
     Datapath(#[from] crate::datapath::DatapathError),
     #[error(
@@ -107,6 +111,7 @@ impl ConfigError {
             ConfigError::NoInterface => ("listen", None),
             ConfigError::PortRange { .. } => ("port-range", None),
             ConfigError::MaxStreams(_) => ("max-streams", None),
+            ConfigError::LatchHandover(_) => ("latch-handover", None),
             ConfigError::Choice { key, .. } => (key, None),
             ConfigError::LogLevel { .. } => ("log-level", None),
             ConfigError::NoDevice(dev) => ("interface", Some(dev.as_str())),
@@ -118,6 +123,7 @@ impl ConfigError {
 pub const DEFAULT_PORT_MIN: u16 = 30_000;
 pub const DEFAULT_PORT_MAX: u16 = 40_000;
 pub const DEFAULT_TIMEOUT: u64 = 60;
+pub const DEFAULT_LATCH_HANDOVER_MS: u64 = 2000;
 pub const DEFAULT_SILENT_TIMEOUT: u64 = 3600;
 pub const DEFAULT_NG_LISTEN: &str = "127.0.0.1:2223";
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/xdp-relay/sessions.json";
@@ -143,6 +149,9 @@ pub struct Config {
     pub max_streams: u32,
     /// Most calls held at once; None: no limit (rtpengine's `max-sessions`).
     pub max_sessions: Option<u64>,
+    /// Secure latching: how long a latched source must be silent before another source may
+    /// take its stream over (a NAT rebinding); until then others are dropped in the fast path.
+    pub latch_handover: Duration,
     pub ice_default: String,
     pub latching: String,
     pub ng_listen: SocketAddr,

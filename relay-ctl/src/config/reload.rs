@@ -24,6 +24,11 @@ pub fn reload_plan(old: &Config, new: &Config) -> ReloadPlan {
     };
     cmp(old.media_timeout != new.media_timeout, "timeout", true);
     cmp(
+        old.latch_handover != new.latch_handover,
+        "latch-handover",
+        true,
+    );
+    cmp(
         old.silent_timeout != new.silent_timeout,
         "silent-timeout",
         true,

@@ -43,6 +43,14 @@ impl FileConfig {
         if !(1024..=1 << 24).contains(&max_streams) {
             return Err(ConfigError::MaxStreams(max_streams));
         }
+        let latch_handover = flags
+            .latch_handover
+            .or(self.latch_handover)
+            .unwrap_or(super::DEFAULT_LATCH_HANDOVER_MS);
+        // The fast path keeps it in tenths of a second, in one byte.
+        if !(100..=25_500).contains(&latch_handover) {
+            return Err(ConfigError::LatchHandover(latch_handover));
+        }
         let ice_default = flags.ice.or(self.ice).unwrap_or_else(|| "default".into());
         choice(
             "ice",
@@ -110,6 +118,7 @@ impl FileConfig {
             ),
             max_streams,
             max_sessions: flags.max_sessions.or(self.max_sessions).filter(|&n| n > 0),
+            latch_handover: Duration::from_millis(latch_handover),
             ice_default,
             latching,
             ng_listen: flags

@@ -238,6 +238,7 @@ impl Engine {
             compat: compat::Compat::new(now.instant),
             ha: None,
         };
+        engine.apply_latch_handover();
         // Before the entries are re-applied: they carry the call's TOS.
         for (call_id, n) in names {
             engine.table.set_tos(&call_id, n.tos);
@@ -494,10 +495,24 @@ impl Engine {
         }
     }
 
-    /// A reload's new timeouts (media, silent, final); they apply from the next sweep.
+    /// The configured latch handover, to the sessions (the daemon's decision) and the stream
+    /// table (the fast path's, in entries installed from now on).
+    fn apply_latch_handover(&mut self) {
+        self.sessions
+            .set_latch_timers(relay_core::session::LatchTimers {
+                handover_after: self.cfg.latch_handover,
+                ..Default::default()
+            });
+        self.table.set_handover_after(self.cfg.latch_handover);
+    }
+
+    /// A reload's new timeouts (media, silent, final) and latch handover; they apply from the
+    /// next sweep and to entries installed from then on.
     pub fn set_timeouts(&mut self, cfg: &Config) {
         self.cfg.media_timeout = cfg.media_timeout;
         self.cfg.silent_timeout = cfg.silent_timeout;
+        self.cfg.latch_handover = cfg.latch_handover;
+        self.apply_latch_handover();
         self.cfg.final_timeout = cfg.final_timeout;
     }
 
