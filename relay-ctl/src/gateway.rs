@@ -535,16 +535,16 @@ fn activate(
         }
     }
     if new.legs != gs.crypto.legs {
-        if let Some(cs) = media.remove(&key) {
-            if let Some(old) = gs.fork.clone() {
-                if let Some(f) = gs.forks.get_mut(&old) {
-                    let k = cs.dtls_keys();
-                    if k.iter().any(Option::is_some) {
-                        f.dtls_keys = k;
-                    }
+        if let Some(cs) = media.remove(&key)
+            && let Some(old) = gs.fork.clone()
+        {
+            if let Some(f) = gs.forks.get_mut(&old) {
+                let k = cs.dtls_keys();
+                if k.iter().any(Option::is_some) {
+                    f.dtls_keys = k;
                 }
-                parked.insert((call_id.to_owned(), index, old), cs);
             }
+            parked.insert((call_id.to_owned(), index, old), cs);
         }
         if let Some(cs) = parked.remove(&(call_id.to_owned(), index, tag.to_owned())) {
             media.insert(key, cs);

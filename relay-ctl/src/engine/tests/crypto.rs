@@ -179,10 +179,8 @@ fn osrtp_accept_terminates_a_declined_osrtp_offer_in_the_daemon() {
     let key_a = vec![0x42u8; 30];
     // RFC 8643: SDES in a plain RTP/AVP m= line; by default it passes to B as it is.
     let crypto = format!("a=crypto:{}", CryptoAttr::new(1, S80, key_a.clone()));
-    let to_b = h.ok_sdp(
-        json!({"command": "offer", "call-id": "os", "from-tag": "A",
-        "sdp": sdp("198.51.100.10", 4000, &[crypto.clone()])}),
-    );
+    let to_b = h.ok_sdp(json!({"command": "offer", "call-id": "os", "from-tag": "A",
+        "sdp": sdp("198.51.100.10", 4000, std::slice::from_ref(&crypto))}));
     assert!(to_b.contains(&crypto), "{to_b}");
     // B declines it (a plain answer); OSRTP-accept makes the relay take it up.
     let to_a = h.ok_sdp(
