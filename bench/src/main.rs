@@ -9,6 +9,7 @@ pub(crate) static BENCH_OBJECT: &[u8] =
 mod peers;
 mod pktgen;
 mod report;
+mod srtp;
 mod topo;
 mod traffic;
 
@@ -188,8 +189,12 @@ fn run() -> Result<()> {
     // The floor / XDP / TC comparison runs at least three searches each, so each figure has a
     // median and a range even with --quick.
     let cmp_runs = runs.max(3);
-    let searches = 1 + OFFERED.len() as u64 + 2 * u64::from(args.peers) + 2;
-    let bar = ProgressBar::new(searches * u64::from(runs) * (1 + u64::from(steps)));
+    let searches = 1 + OFFERED.len() as u64 + u64::from(args.peers) + 1;
+    let srtp_effort = srtp::Effort::new(args.quick);
+    let bar = ProgressBar::new(
+        searches * u64::from(runs) * (1 + u64::from(steps))
+            + (1 + u64::from(args.peers)) * srtp_effort.bar_units(),
+    );
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} search steps  {msg}",
     )?);
@@ -349,20 +354,17 @@ fn run() -> Result<()> {
         rtpengine_rate = Some(median_search(runs, || {
             peers::rtpengine_rate(&t, &sink, trial, steps, repeats, use_pktgen, &bar)
         })?);
-        bar.set_message("rtpengine: RTP -> SRTP");
-        srtp_rtpengine = Some(median_search(runs, || {
-            peers::srtp_rate(
-                &t,
-                &sink,
-                peers::RTPENGINE_NG,
-                "rtpengine srtp",
-                trial,
-                steps,
-                repeats,
-                use_pktgen,
-                &bar,
-            )
-        })?);
+        bar.set_message("rtpengine: SRTP -> RTP");
+        let pid = _rtpe.pid().context("rtpengine's pid")?;
+        srtp_rtpengine = Some(srtp::measure(
+            &t,
+            &sink,
+            peers::RTPENGINE_NG,
+            "rtpengine",
+            pid,
+            &srtp_effort,
+            &bar,
+        )?);
         if std::env::var_os("RELAY_BENCH_VERBOSE").is_some() {
             eprintln!("{}", _rtpe.log_tail());
         }
@@ -384,20 +386,17 @@ fn run() -> Result<()> {
             "--port-max=29999",
         ],
     )?;
-    bar.set_message("our daemon: RTP -> SRTP");
-    let srtp_ours = Some(median_search(runs, || {
-        peers::srtp_rate(
-            &t,
-            &sink,
-            peers::OUR_NG,
-            "ours srtp",
-            trial,
-            steps,
-            repeats,
-            use_pktgen,
-            &bar,
-        )
-    })?);
+    bar.set_message("our daemon: SRTP -> RTP");
+    let pid = daemon.pid().context("the daemon's pid")?;
+    let srtp_ours = Some(srtp::measure(
+        &t,
+        &sink,
+        peers::OUR_NG,
+        "ours",
+        pid,
+        &srtp_effort,
+        &bar,
+    )?);
     let ng_ours = Some(ng_rates(&t.relay, peers::OUR_NG, calls, "ours")?);
     daemon.stop()?;
     bar.finish_and_clear();

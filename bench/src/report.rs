@@ -37,9 +37,9 @@ pub struct Results {
     /// (distinct streams offered, search)
     pub relay_rate: Vec<(u32, Search)>,
     pub rtpengine_rate: Option<Search>,
-    /// RTP -> SRTP (SDES) through our daemon's userspace crypto path, and through rtpengine.
-    pub srtp_ours: Option<Search>,
-    pub srtp_rtpengine: Option<Search>,
+    /// SRTP -> RTP (SDES) through our daemon's userspace crypto path, and through rtpengine.
+    pub srtp_ours: Option<crate::srtp::SrtpFigures>,
+    pub srtp_rtpengine: Option<crate::srtp::SrtpFigures>,
     /// Offer+answer pairs per second over NG, one client then [`NG_CLIENTS`]: ours,
     /// rtpengine's.
     pub ng_ours: Option<(f64, f64)>,
@@ -132,29 +132,6 @@ impl Results {
                 .first()
                 .map_or("-".into(), |r| mpps(r.1.unthrottled.forwarded())),
             rte.map_or("-".into(), |p| mpps(p.unthrottled.forwarded())),
-        );
-        let fmt_srtp = |v: Option<&Search>| v.map_or("not run".into(), |v| mpps(v.zero_loss_pps));
-        let _ = writeln!(
-            s,
-            "| zero-loss Mpps, RTP -> SRTP (SDES, AES_CM_128_HMAC_SHA1_80), 1 stream, userspace | - | {} | {} |",
-            fmt_srtp(self.srtp_ours.as_ref()),
-            fmt_srtp(self.srtp_rtpengine.as_ref())
-        );
-        let fmt_over = |v: Option<&Search>| {
-            v.map_or("not run".into(), |v| {
-                format!(
-                    "{} of {} ({:.2}% loss)",
-                    mpps(v.unthrottled.forwarded()),
-                    mpps(v.unthrottled.rate()),
-                    v.unthrottled.loss() * 100.0
-                )
-            })
-        };
-        let _ = writeln!(
-            s,
-            "| RTP -> SRTP forwarded Mpps, unthrottled generator | - | {} | {} |",
-            fmt_over(self.srtp_ours.as_ref()),
-            fmt_over(self.srtp_rtpengine.as_ref())
         );
         let fmt_ng = |v: Option<f64>| v.map_or("not run".into(), |v| format!("{v:.0}"));
         let _ = writeln!(
@@ -254,6 +231,10 @@ impl Results {
                 h.tc_insns.map_or("?".into(), |n| n.to_string())
             );
         }
+        s.push_str(&crate::srtp::section(
+            self.srtp_ours.as_ref(),
+            self.srtp_rtpengine.as_ref(),
+        ));
         for n in &self.notes {
             let _ = writeln!(s, "\n{n}");
         }

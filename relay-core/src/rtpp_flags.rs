@@ -56,6 +56,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "from-interface",
     "to-interface",
     "rtpp-flags",
+    "osrtp",
 ];
 
 /// Known keys that take one string (a list for them is malformed).
@@ -344,6 +345,8 @@ fn pair(out: &mut Parsed, k: String, v: Value) -> Result<(), RtppFlagsError> {
         "direction" | "from-tags" | "flags" | "replace" | "rtcp-mux" | "supports" => {
             push(&mut out.dict, &n, v)
         }
+        // The same list as the `OSRTP-` flags fill.
+        "osrtp" => push(&mut out.dict, "OSRTP", v),
         _ if SCALAR_KEYS.contains(&n.as_str()) => {
             let s = scalar(&v)?;
             out.dict.insert(k, Value::String(s));
@@ -497,7 +500,8 @@ mod tests {
             dict(
                 "via-branch=auto-next OSRTP=[accept] codec=[transcode=[PCMA PCMU] accept=[AMR-WB AMR] strip=[EVS]]"
             ),
-            json!({"codec": {"transcode": ["PCMA", "PCMU"], "accept": ["AMR-WB", "AMR"], "strip": ["EVS"]}})
+            json!({"OSRTP": ["accept"],
+                   "codec": {"transcode": ["PCMA", "PCMU"], "accept": ["AMR-WB", "AMR"], "strip": ["EVS"]}})
         );
     }
 

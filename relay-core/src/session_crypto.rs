@@ -14,6 +14,12 @@
 //! - `SDES-off` (`SDES=off|no|disable`) never offers or accepts SDES; `SDES-no-<SUITE>` leaves a
 //!   suite out; `SDES-only-<SUITE>` offers only the named suites. By default SDES is offered next to
 //!   DTLS whenever the relay offers SRTP.
+//! - `OSRTP` (RFC 8643; `OSRTP-offer`, `OSRTP-accept`): opportunistic SRTP, SDES in a plain
+//!   RTP/AVP(F) m= line. By default an OSRTP offer passes through. `offer` turns an offer that
+//!   goes out plain into an OSRTP one with the relay's a=crypto: if the answerer accepts, the
+//!   relay terminates its SRTP, else the call stays plain (and in the fast path). `accept`, in an
+//!   answer that declines an OSRTP offer, accepts it anyway with the relay's a=crypto. The
+//!   legacy (duplicated m= line) forms are not implemented.
 //! - `WebRTC`: `UDP/TLS/RTP/SAVPF`, `ICE=force`, `rtcp-mux-offer`, `rtcp-mux-require`, `SDES-off`
 //!   (rtpengine's shortcut; `trickle-ICE`, `no-rtcp-attribute` and `generate-mid` are not
 //!   implemented).
@@ -76,6 +82,15 @@ pub struct Implied {
     pub rtcp_mux_require: bool,
 }
 
+/// rtpengine's `OSRTP` list (RFC 8643).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OsrtpOptions {
+    /// `offer` / `offer-RFC`: a plain offer goes out as an OSRTP offer.
+    pub offer: bool,
+    /// `accept` / `accept-RFC`: a declined OSRTP offer is accepted by the relay.
+    pub accept: bool,
+}
+
 /// The crypto-related NG options of one offer or answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CryptoOptions {
@@ -83,6 +98,8 @@ pub struct CryptoOptions {
     pub transport: Option<Profile>,
     pub dtls: DtlsOption,
     pub sdes: SdesOptions,
+    #[serde(default)]
+    pub osrtp: OsrtpOptions,
 }
 
 impl CryptoOptions {
@@ -123,6 +140,17 @@ impl CryptoOptions {
         true
     }
 
+    /// One `OSRTP` list item (without the `OSRTP-` prefix); false if unknown (the legacy
+    /// forms included: they are not implemented).
+    pub fn add_osrtp(&mut self, item: &str) -> bool {
+        match item.to_ascii_lowercase().as_str() {
+            "offer" | "offer-rfc" => self.osrtp.offer = true,
+            "accept" | "accept-rfc" => self.osrtp.accept = true,
+            _ => return false,
+        }
+        true
+    }
+
     /// One item of the NG `flags` list. None if the flag is not a crypto flag.
     pub fn apply_flag(&mut self, flag: &str) -> Option<Implied> {
         if let Ok(p) = flag.parse::<Profile>() {
@@ -134,6 +162,9 @@ impl CryptoOptions {
             return self
                 .add_sdes(&flag[flag.len() - rest.len()..])
                 .then(Implied::default);
+        }
+        if let Some(rest) = lower.strip_prefix("osrtp-") {
+            return self.add_osrtp(rest).then(Implied::default);
         }
         if let Some(v) = lower
             .strip_prefix("dtls=")
@@ -267,6 +298,10 @@ pub struct StreamCrypto {
     pub offer_profile: Option<Profile>,
     pub legs: [LegCrypto; 2],
     pub pending: Option<Pending>,
+    /// An OSRTP offer (a=crypto in a plain profile) passed through: `OSRTP-accept` in the
+    /// answer may still take it up.
+    #[serde(default)]
+    pub osrtp_offer: Option<SectionCrypto>,
 }
 
 impl StreamCrypto {
@@ -358,8 +393,11 @@ pub fn offer(
         .filter(|s| opts.sdes.allows(*s))
         .collect();
     let sdes_ok = !sdes_suites.is_empty() && !out.is_dtls();
+    // An offer that is OSRTP already passes as it is.
+    let is_osrtp = a_keying == Keying::Plain && !a.cryptos.is_empty();
+    let osrtp_offer = opts.osrtp.offer && !out.is_secure() && sdes_ok && !is_osrtp;
     let passthrough = match (a_keying, out.is_secure()) {
-        (Keying::Plain, false) => true,
+        (Keying::Plain, false) => !osrtp_offer,
         (Keying::Plain, true) | (_, false) => false,
         (Keying::Sdes, true) => sdes_ok && opts.transport.is_none_or(|p| !p.is_dtls()),
         (Keying::Dtls, true) => dtls_ok,
@@ -371,6 +409,9 @@ pub fn offer(
     };
     if passthrough {
         set_profile(section, out);
+        if is_osrtp {
+            st.osrtp_offer = Some(a);
+        }
         return Ok(st);
     }
     if a_keying != Keying::Plain && a.cryptos.is_empty() && a.fingerprint.is_none() {
@@ -408,9 +449,45 @@ pub fn offer(
         }
     } else {
         set_profile(section, out);
+        if osrtp_offer {
+            // RFC 8643: the relay's keys in the plain profile; a plain answer declines them.
+            pending.terminate_answerer = true;
+            for (i, s) in sdes_suites.into_iter().enumerate() {
+                let c = CryptoAttr::new(i as u32 + 1, s, keys(s.master_len()));
+                push(section, eol, format!("a=crypto:{c}"));
+                pending.sdes.push(c);
+            }
+        }
     }
     st.pending = Some(pending);
     Ok(st)
+}
+
+/// The relay's SDES answer to the offerer's a=crypto lines (the first usable suite).
+fn sdes_answer(
+    index: usize,
+    a: &SectionCrypto,
+    section: &mut Vec<Line>,
+    eol: LineEnding,
+    opts: &CryptoOptions,
+    keys: KeyGen<'_>,
+) -> Result<LegCrypto, SessionCryptoError> {
+    let pick = a
+        .cryptos
+        .iter()
+        .find(|c| c.suite().is_some_and(|s| opts.sdes.allows(s)) && !c.unsupported_params());
+    let Some(c) = pick else {
+        return Err(SessionCryptoError::NoUsableCrypto(index));
+    };
+    let suite = c.suite().unwrap_or(SrtpSuite::AesCm128HmacSha1_80);
+    let ours = CryptoAttr::new(c.tag, suite, keys(suite.master_len()));
+    push(section, eol, format!("a=crypto:{ours}"));
+    Ok(LegCrypto::Sdes {
+        suite,
+        tag: c.tag,
+        local: ours.keys[0].key_salt.clone(),
+        remote: c.keys[0].key_salt.clone(),
+    })
 }
 
 /// Rewrites the answerer's section `index` for the offerer and settles both legs.
@@ -432,6 +509,15 @@ pub fn answer(
             set_profile(section, p);
         }
         st.legs = Default::default();
+        // A declined OSRTP offer that `OSRTP-accept` takes up: the relay answers it with its
+        // own a=crypto and terminates the offerer's SRTP.
+        let declined = b.cryptos.is_empty() && !b.profile.is_some_and(Profile::is_secure);
+        if let (Some(a), true, true) = (&st.osrtp_offer, opts.osrtp.accept, declined)
+            && section.first().and_then(|m| m.value().split(' ').nth(1)) != Some("0")
+        {
+            section.retain(|l| !is_crypto_attr(l));
+            st.legs[0] = sdes_answer(index, a, section, eol, opts, keys)?;
+        }
         return Ok(());
     };
     let rejected = section
@@ -501,21 +587,7 @@ pub fn answer(
                 remote: a.fingerprint.clone().unwrap_or_else(|| relay.clone()),
             };
         } else {
-            let pick = a.cryptos.iter().find(|c| {
-                c.suite().is_some_and(|s| opts.sdes.allows(s)) && !c.unsupported_params()
-            });
-            let Some(c) = pick else {
-                return Err(SessionCryptoError::NoUsableCrypto(index));
-            };
-            let suite = c.suite().unwrap_or(SrtpSuite::AesCm128HmacSha1_80);
-            let ours = CryptoAttr::new(c.tag, suite, keys(suite.master_len()));
-            push(section, eol, format!("a=crypto:{ours}"));
-            a_leg = LegCrypto::Sdes {
-                suite,
-                tag: c.tag,
-                local: ours.keys[0].key_salt.clone(),
-                remote: c.keys[0].key_salt.clone(),
-            };
+            a_leg = sdes_answer(index, a, section, eol, opts, keys)?;
         }
     }
     if let Some(p) = st.offer_profile {

@@ -421,3 +421,102 @@ fn option_parsing() {
     assert!(!s.sdes.allows(SrtpSuite::AesCm128HmacSha1_80));
     assert!(s.sdes.allows(SrtpSuite::AeadAes128Gcm));
 }
+
+fn crypto_suites(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .map(|v| v.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn osrtp_offer_keys_a_plain_leg_when_the_answerer_takes_them() {
+    let o = opts(&["OSRTP-offer"]);
+    let (to_b, mut st) = do_offer(&sdp("RTP/AVP", &[]), &o).unwrap();
+    // RFC 8643: the relay's keys in the plain profile.
+    assert!(to_b.contains("m=audio 4000 RTP/AVP 0 8"), "{to_b}");
+    assert_eq!(
+        crypto_suites(&to_b),
+        [
+            "1 AES_CM_128_HMAC_SHA1_80",
+            "2 AES_CM_128_HMAC_SHA1_32",
+            "3 AEAD_AES_128_GCM"
+        ]
+    );
+    assert!(st.converts(), "held in the daemon until the answer says");
+    // B takes the first suite: the relay terminates B's SRTP, A stays plain.
+    let mut taken = st.clone();
+    let to_a = do_answer(
+        &sdp(
+            "RTP/AVP",
+            &[format!("crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K30B}")],
+        ),
+        &mut taken,
+        &CryptoOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(attrs(&to_a), ["m=audio 4000 RTP/AVP 0 8"]);
+    assert!(matches!(
+        &taken.legs,
+        [LegCrypto::None, LegCrypto::Sdes { tag: 1, .. }]
+    ));
+    assert_eq!(
+        taken.describe().as_deref(),
+        Some("RTP<->SDES-SRTP"),
+        "{taken:?}"
+    );
+    // B declines (a plain answer): nothing converts, the fast path carries the call.
+    do_answer(&sdp("RTP/AVP", &[]), &mut st, &CryptoOptions::default()).unwrap();
+    assert!(!st.converts(), "{st:?}");
+    // An SRTP offer toward a plain leg becomes an OSRTP offer too (the relay's keys).
+    let savp = sdp(
+        "RTP/SAVP",
+        &[format!("crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K30}")],
+    );
+    let (to_b, _) = do_offer(&savp, &opts(&["RTP/AVP", "OSRTP-offer"])).unwrap();
+    assert!(to_b.contains(" RTP/AVP ") && !to_b.contains(K30), "{to_b}");
+    assert_eq!(crypto_suites(&to_b).len(), 3, "{to_b}");
+}
+
+#[test]
+fn osrtp_offer_passes_unless_accept_takes_it_up() {
+    let osrtp = sdp(
+        "RTP/AVP",
+        &[format!("crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K30}")],
+    );
+    // By default (and with OSRTP-offer: it is OSRTP already) the offer passes unchanged.
+    for o in [CryptoOptions::default(), opts(&["OSRTP-offer"])] {
+        let (to_b, st) = do_offer(&osrtp, &o).unwrap();
+        assert_eq!(
+            crypto_suites(&to_b),
+            ["1 AES_CM_128_HMAC_SHA1_80"],
+            "{to_b}"
+        );
+        assert!(to_b.contains(K30) && !st.converts());
+    }
+    // B declines; without accept the answer passes and the call stays plain.
+    let (_, mut st) = do_offer(&osrtp, &CryptoOptions::default()).unwrap();
+    let mut plain = st.clone();
+    let to_a = do_answer(&sdp("RTP/AVP", &[]), &mut plain, &CryptoOptions::default()).unwrap();
+    assert!(crypto_suites(&to_a).is_empty() && !plain.converts());
+    // With OSRTP-accept the relay accepts A's SRTP itself: its own key, in A's profile.
+    let to_a = do_answer(&sdp("RTP/AVP", &[]), &mut st, &opts(&["OSRTP-accept"])).unwrap();
+    assert_eq!(attrs(&to_a)[0], "m=audio 4000 RTP/AVP 0 8");
+    assert_eq!(crypto_suites(&to_a), ["1 AES_CM_128_HMAC_SHA1_80"]);
+    assert!(!to_a.contains(K30), "the relay's key, not A's: {to_a}");
+    assert_eq!(st.describe().as_deref(), Some("SDES-SRTP<->RTP"));
+    // B taking A's keys end to end needs no relay: the answer passes even with accept.
+    let (_, mut st) = do_offer(&osrtp, &CryptoOptions::default()).unwrap();
+    let b = sdp(
+        "RTP/AVP",
+        &[format!("crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K30B}")],
+    );
+    let to_a = do_answer(&b, &mut st, &opts(&["OSRTP-accept"])).unwrap();
+    assert!(to_a.contains(K30B) && !st.converts(), "{to_a}");
+    // Legacy best-effort forms are not implemented: not a known flag.
+    assert!(
+        CryptoOptions::default()
+            .apply_flag("OSRTP-accept-legacy")
+            .is_none()
+    );
+}

@@ -14,7 +14,7 @@ use std::time::Instant;
 use relay_core::sdp::Sdp;
 use relay_core::sdp::{Line, LineEnding};
 use relay_core::session::StreamInfo;
-use relay_core::session_crypto::{self, CryptoOptions, LegCrypto, StreamCrypto};
+use relay_core::session_crypto::{self, CryptoOptions, LegCrypto, Pending, StreamCrypto};
 use relay_core::srtp_sdp::Fingerprint;
 
 use crate::crypto_media::{CryptoStream, MediaDrop};
@@ -34,6 +34,8 @@ pub struct GatewayCounters {
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct GwStream {
+    /// The active fork's legs (what media runs with), and the offer's pending SRTP until an
+    /// answer settles it.
     crypto: StreamCrypto,
     /// Side (0: the call's first offerer) whose endpoint made the offer `crypto` describes.
     offerer_side: usize,
@@ -43,6 +45,25 @@ struct GwStream {
     /// The offer's a=mid, for an answer that has none (WebRTC stacks insist on it).
     #[serde(default)]
     mid: Option<String>,
+    /// What the relay offered, kept after the first answer: a forked offer's later answers
+    /// settle from it too.
+    #[serde(default)]
+    offered: Option<Pending>,
+    /// Every answering fork's own legs and DTLS keys, by its tag (RFC 3261 forking: each
+    /// answer has its own SDES keys or DTLS association).
+    #[serde(default)]
+    forks: BTreeMap<String, Fork>,
+    /// The fork whose legs are in `crypto` (None in state saved before forks were kept).
+    #[serde(default)]
+    fork: Option<String>,
+}
+
+/// One answering fork's SRTP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Fork {
+    legs: [LegCrypto; 2],
+    #[serde(default)]
+    dtls_keys: [Option<SrtpKeys>; 2],
 }
 
 /// One call's SRTP as the journal keeps it (see [`Gateway::export_call`]).
@@ -72,7 +93,11 @@ struct Route {
 pub struct Gateway {
     identity: DtlsIdentity,
     calls: BTreeMap<String, GwCall>,
+    /// The active fork's media of each converting stream.
     media: HashMap<(String, usize), CryptoStream>,
+    /// Media of forks that are not active now, by (call, stream, fork tag): their SRTP state
+    /// (replay windows, DTLS associations) waits for them to become active again.
+    parked: HashMap<(String, usize, String), CryptoStream>,
     routes: HashMap<SocketAddr, Route>,
     pub counters: GatewayCounters,
 }
@@ -96,6 +121,7 @@ impl Gateway {
             identity,
             calls: state.calls,
             media: HashMap::new(),
+            parked: HashMap::new(),
             routes: HashMap::new(),
             counters: GatewayCounters::default(),
         }
@@ -116,12 +142,7 @@ impl Gateway {
             return None;
         }
         for (index, st) in &mut call.streams {
-            if let Some(cs) = self.media.get(&(call_id.to_owned(), *index)) {
-                let keys = cs.dtls_keys();
-                if keys.iter().any(Option::is_some) {
-                    st.dtls_keys = keys;
-                }
-            }
+            self.fold_keys(call_id, *index, st);
         }
         Some(call)
     }
@@ -132,6 +153,27 @@ impl Gateway {
     }
 
     /// The earliest DTLS retransmission deadline of any stream.
+    /// Copies the keys DTLS exported on running and parked media into the saved stream.
+    fn fold_keys(&self, call_id: &str, index: usize, st: &mut GwStream) {
+        if let Some(cs) = self.media.get(&(call_id.to_owned(), index)) {
+            let keys = cs.dtls_keys();
+            if keys.iter().any(Option::is_some) {
+                st.dtls_keys = keys.clone();
+                if let Some(f) = st.fork.as_ref().and_then(|t| st.forks.get_mut(t)) {
+                    f.dtls_keys = keys;
+                }
+            }
+        }
+        for (tag, f) in &mut st.forks {
+            if let Some(cs) = self.parked.get(&(call_id.to_owned(), index, tag.clone())) {
+                let keys = cs.dtls_keys();
+                if keys.iter().any(Option::is_some) {
+                    f.dtls_keys = keys;
+                }
+            }
+        }
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.media
             .values()
@@ -141,15 +183,9 @@ impl Gateway {
 
     pub fn snapshot(&self) -> GatewayState {
         let mut calls = self.calls.clone();
-        for ((call_id, index), cs) in &self.media {
-            if let Some(st) = calls
-                .get_mut(call_id)
-                .and_then(|c| c.streams.get_mut(index))
-            {
-                let keys = cs.dtls_keys();
-                if keys.iter().any(Option::is_some) {
-                    st.dtls_keys = keys;
-                }
+        for (call_id, call) in &mut calls {
+            for (index, st) in &mut call.streams {
+                self.fold_keys(call_id, *index, st);
             }
         }
         GatewayState { calls }
@@ -198,8 +234,8 @@ impl Gateway {
                 GwStream {
                     crypto: st,
                     offerer_side: side,
-                    dtls_keys: Default::default(),
                     mid,
+                    ..GwStream::default()
                 },
             );
         }
@@ -215,9 +251,12 @@ impl Gateway {
         });
         // Until the answer settles a re-offer, the running legs (and their DTLS/SRTP) stay.
         for (i, mut new) in out {
-            if let Some(old) = call.streams.get(&i) {
-                new.crypto.legs = old.crypto.legs.clone();
-                new.dtls_keys = old.dtls_keys.clone();
+            new.offered = new.crypto.pending.clone();
+            if let Some(old) = call.streams.remove(&i) {
+                new.crypto.legs = old.crypto.legs;
+                new.dtls_keys = old.dtls_keys;
+                new.forks = old.forks;
+                new.fork = old.fork;
             }
             call.streams.insert(i, new);
         }
@@ -229,6 +268,7 @@ impl Gateway {
     pub fn answer(
         &mut self,
         call_id: &str,
+        to_tag: &str,
         sdp: &str,
         opts: &CryptoOptions,
         dry: bool,
@@ -250,8 +290,11 @@ impl Gateway {
             let Some(gs) = call.streams.get(&i) else {
                 continue;
             };
-            let before = gs.crypto.legs.clone();
             let mut st = gs.crypto.clone();
+            // A later fork answers the same offer: it settles from what the relay offered.
+            if st.pending.is_none() {
+                st.pending = gs.offered.clone();
+            }
             session_crypto::answer(i, &s.session, section, eol, &mut st, opts, &fp, &mut keygen)
                 .map_err(|e| format!("Failed to parse SDP: {e}"))?;
             if matches!(st.legs[0], LegCrypto::Dtls { .. }) {
@@ -269,7 +312,7 @@ impl Gateway {
                 section.insert(at, Line::new(format!("a=mid:{mid}"), eol));
             }
             strip |= st.legs[0].terminated();
-            settled.push((i, st, before));
+            settled.push((i, st));
         }
         if strip {
             session_crypto::strip_session(&mut s.session);
@@ -277,15 +320,32 @@ impl Gateway {
         if dry {
             return Ok(s.to_string());
         }
-        for (i, st, before) in settled {
-            // Same legs (DTLS: same roles and fingerprints) keep the running association.
-            let same = before == st.legs;
-            if let Some(gs) = call.streams.get_mut(&i) {
-                gs.crypto = st;
-                if !same {
+        for (i, st) in settled {
+            let Some(gs) = call.streams.get_mut(&i) else {
+                continue;
+            };
+            // Same legs (DTLS: same roles and fingerprints) keep the fork's association.
+            let fork = gs.forks.entry(to_tag.to_owned()).or_default();
+            if fork.legs != st.legs {
+                *fork = Fork {
+                    legs: st.legs.clone(),
+                    dtls_keys: Default::default(),
+                };
+                self.parked
+                    .remove(&(call_id.to_owned(), i, to_tag.to_owned()));
+            }
+            if gs.fork.is_none() || gs.fork.as_deref() == Some(to_tag) {
+                if gs.crypto.legs != st.legs {
                     gs.dtls_keys = Default::default();
                     self.media.remove(&(call_id.to_owned(), i));
                 }
+                gs.crypto = st;
+                gs.fork = Some(to_tag.to_owned());
+            } else {
+                // Another fork answered: the latest answer is the active one (as in the
+                // session model), with its own keys.
+                gs.crypto.pending = None;
+                activate(&mut self.media, &mut self.parked, call_id, i, gs, to_tag);
             }
         }
         Ok(s.to_string())
@@ -294,6 +354,28 @@ impl Gateway {
     /// Maps the call's relay endpoints to legs and starts the media side of settled streams.
     pub fn bind(&mut self, call_id: &str, streams: &[StreamInfo], now: Instant) {
         self.routes.retain(|_, r| r.call_id != call_id);
+        // The session model's active fork (a deleted fork hands over to an earlier one).
+        if let Some(call) = self.calls.get_mut(call_id) {
+            for info in streams {
+                let Some(gs) = call.streams.get_mut(&info.index) else {
+                    continue;
+                };
+                let active = info.legs[1 - gs.offerer_side.min(1)].tag.clone();
+                if let Some(tag) = active
+                    && gs.fork.as_ref() != Some(&tag)
+                    && gs.forks.contains_key(&tag)
+                {
+                    activate(
+                        &mut self.media,
+                        &mut self.parked,
+                        call_id,
+                        info.index,
+                        gs,
+                        &tag,
+                    );
+                }
+            }
+        }
         let Some(call) = self.calls.get(call_id) else {
             return;
         };
@@ -334,6 +416,7 @@ impl Gateway {
     pub fn remove(&mut self, call_id: &str) {
         self.calls.remove(call_id);
         self.media.retain(|(c, _), _| c != call_id);
+        self.parked.retain(|(c, _, _), _| c != call_id);
         self.routes.retain(|_, r| r.call_id != call_id);
     }
 
@@ -424,6 +507,53 @@ impl Gateway {
             })
             .unwrap_or_default()
     }
+}
+
+/// Makes fork `tag` of stream `index` the one media runs with: the running fork's media is
+/// parked (unless both forks have the same legs, e.g. one DTLS association with the offerer and
+/// plain RTP to every fork: it keeps running), the new fork's parked media resumes, or starts
+/// at the next [`Gateway::bind`] from its own keys.
+fn activate(
+    media: &mut HashMap<(String, usize), CryptoStream>,
+    parked: &mut HashMap<(String, usize, String), CryptoStream>,
+    call_id: &str,
+    index: usize,
+    gs: &mut GwStream,
+    tag: &str,
+) {
+    let key = (call_id.to_owned(), index);
+    let Some(mut new) = gs.forks.get(tag).cloned() else {
+        return;
+    };
+    let running = media.get(&key).map(CryptoStream::dtls_keys);
+    // A leg both forks share keeps its DTLS keys: its peer will not shake hands again.
+    if let Some(keys) = &running {
+        for (l, k) in keys.iter().enumerate() {
+            if new.legs[l] == gs.crypto.legs[l] && new.dtls_keys[l].is_none() {
+                new.dtls_keys[l] = k.clone();
+            }
+        }
+    }
+    if new.legs != gs.crypto.legs {
+        if let Some(cs) = media.remove(&key)
+            && let Some(old) = gs.fork.clone()
+        {
+            if let Some(f) = gs.forks.get_mut(&old) {
+                let k = cs.dtls_keys();
+                if k.iter().any(Option::is_some) {
+                    f.dtls_keys = k;
+                }
+            }
+            parked.insert((call_id.to_owned(), index, old), cs);
+        }
+        if let Some(cs) = parked.remove(&(call_id.to_owned(), index, tag.to_owned())) {
+            media.insert(key, cs);
+        }
+    }
+    gs.crypto.legs = new.legs.clone();
+    gs.dtls_keys = new.dtls_keys.clone();
+    gs.fork = Some(tag.to_owned());
+    gs.forks.insert(tag.to_owned(), new);
 }
 
 /// RFC 3264's default (sendrecv) written out for a WebRTC leg: JSEP stacks do not assume it.

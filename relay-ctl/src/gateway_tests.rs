@@ -72,6 +72,7 @@ fn call(
     let to_browser = gw
         .answer(
             "c1",
+            "b",
             PLAIN,
             &opts(&["DTLS=passive", "RTP/SAVPF", "SDES-off"]),
             false,
@@ -184,7 +185,7 @@ fn dry_runs_keep_nothing_and_bad_crypto_is_refused() {
     // Plain to plain: nothing converts, the fast path keeps the stream.
     gw.offer("c", "a", PLAIN, &CryptoOptions::default(), false)
         .unwrap();
-    gw.answer("c", PLAIN, &CryptoOptions::default(), false)
+    gw.answer("c", "b", PLAIN, &CryptoOptions::default(), false)
         .unwrap();
     gw.bind("c", &info(), Instant::now());
     assert_eq!(gw.converts(&addr(30000)), None);

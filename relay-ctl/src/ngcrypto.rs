@@ -1,5 +1,5 @@
 //! rtpengine NG keys and flags that set SRTP handling: `transport-protocol` (`transport
-//! protocol`), `DTLS`, `SDES` (list), and the `flags` items `RTP/AVP` ... `UDP/TLS/RTP/SAVPF`,
+//! protocol`), `DTLS`, `SDES` and `OSRTP` (lists), and the `flags` items `RTP/AVP` ... `UDP/TLS/RTP/SAVPF`,
 //! `SDES-<item>`, `DTLS=<value>` and `WebRTC` (see [`relay_core::session_crypto`] for what each
 //! does). Keys win over flags when both are given.
 
@@ -38,6 +38,11 @@ pub fn crypto_options(req: &mut Request) -> Result<(CryptoOptions, Implied), Opt
     for item in req.list("sdes") {
         if !o.add_sdes(&item) {
             req.unknown.push(format!("SDES {}", normalise(&item)));
+        }
+    }
+    for item in req.list("osrtp") {
+        if !o.add_osrtp(&item) {
+            req.unknown.push(format!("OSRTP {}", normalise(&item)));
         }
     }
     Ok((o, implied))

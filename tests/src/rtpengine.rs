@@ -117,6 +117,11 @@ impl Rtpengine {
         }
     }
 
+    /// rtpengine's process id (nsenter execs it), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The last lines of rtpengine's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -178,7 +178,7 @@ impl Engine {
             Pre::Process(s) => s,
         };
         self.gateway
-            .answer(&call_id, &sdp, &crypto, true)
+            .answer(&call_id, &to_tag, &sdp, &crypto, true)
             .map_err(NgError::Crypto)?;
         let mut out = self
             .sessions
@@ -200,7 +200,7 @@ impl Engine {
         );
         out.sdp = self
             .gateway
-            .answer(&call_id, &sdp, &crypto, false)
+            .answer(&call_id, &to_tag, &sdp, &crypto, false)
             .map_err(NgError::Crypto)?;
         self.noted(&call_id, &to_tag, &media, false);
         self.set_tos(&call_id, media.tos);
