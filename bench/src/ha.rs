@@ -108,20 +108,22 @@ fn ng_rates(rounds: usize, pairs: u32) -> Result<(Vec<f64>, Vec<f64>)> {
     let daemons = [start(&t, &bpffs, 0, a0)?, start(&t, &bpffs, 1, a1)?];
     let ng = crate::peers::OUR_NG;
     // Warm-up, then alternate so both see the same load.
-    crate::peers::ng_pairs_per_second(&t.relays[0], ng, pairs / 4, "ha-warm-0")?;
-    crate::peers::ng_pairs_per_second(&t.relays[1], ng, pairs / 4, "ha-warm-1")?;
+    crate::peers::ng_pairs_per_second(&t.relays[0], ng, pairs / 4, 1, "ha-warm-0")?;
+    crate::peers::ng_pairs_per_second(&t.relays[1], ng, pairs / 4, 1, "ha-warm-1")?;
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for tags in NG_TAGS.chunks(2).take(rounds) {
         off.push(crate::peers::ng_pairs_per_second(
             &t.relays[0],
             ng,
             pairs,
+            1,
             tags[0],
         )?);
         on.push(crate::peers::ng_pairs_per_second(
             &t.relays[1],
             ng,
             pairs,
+            1,
             tags[1],
         )?);
     }

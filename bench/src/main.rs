@@ -2,6 +2,10 @@
 //! relay's own parse and a redirect, no lookup, no rewrite) and rtpengine, on a throwaway
 //! generator -> relay -> sink namespace topology. Writes a markdown table and a PNG plot.
 
+/// The bench's programs (generator, floor, sink; see relay-common's `bench`), built by build.rs.
+pub(crate) static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench"));
+
 mod ha;
 mod peers;
 mod pktgen;
@@ -25,7 +29,7 @@ use relay_common::{
     names,
     stream::{Endpoint, FLAG_SOURCE_ANY, Mismatch, StreamEntry, StreamKey},
 };
-use relay_ctl::xdp::{BENCH_OBJECT, Relay};
+use relay_ctl::xdp::Relay;
 
 use crate::{
     report::Results,
@@ -105,7 +109,7 @@ fn stream_entry(
         flags,
         mismatch: Mismatch::Drop as u8,
         tos: 0,
-        _pad: 0,
+        handover_ds: 0,
         counter_slot: slot,
         egress_ifindex: 0,
         rtcp_src: Endpoint::default(),
@@ -376,12 +380,7 @@ fn run() -> Result<()> {
             eprintln!("{}", _rtpe.log_tail());
         }
         bar.set_message("rtpengine: NG offer+answer");
-        ng_rtpengine = Some(peers::ng_pairs_per_second(
-            &t.relay,
-            peers::RTPENGINE_NG,
-            calls,
-            "rtpengine",
-        )?);
+        ng_rtpengine = Some(ng_rates(&t.relay, peers::RTPENGINE_NG, calls, "rtpengine")?);
     } else {
         notes.push("rtpengine was not measured: run `cargo xtask bench --peers`.".to_owned());
     }
@@ -412,12 +411,7 @@ fn run() -> Result<()> {
             &bar,
         )
     })?);
-    let ng_ours = Some(peers::ng_pairs_per_second(
-        &t.relay,
-        peers::OUR_NG,
-        calls,
-        "ours",
-    )?);
+    let ng_ours = Some(ng_rates(&t.relay, peers::OUR_NG, calls, "ours")?);
     daemon.stop()?;
     bar.finish_and_clear();
     drop(sink_obj);
@@ -474,4 +468,17 @@ fn cpu_model() -> String {
                 .map(|m| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// NG offer+answer pairs/s with one client and with [`report::NG_CLIENTS`].
+fn ng_rates(
+    ns: &relay_tests::netns::Netns,
+    server: &str,
+    calls: u32,
+    tag: &'static str,
+) -> Result<(f64, f64)> {
+    Ok((
+        peers::ng_pairs_per_second(ns, server, calls, 1, tag)?,
+        peers::ng_pairs_per_second(ns, server, calls, report::NG_CLIENTS, tag)?,
+    ))
 }

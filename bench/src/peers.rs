@@ -110,27 +110,8 @@ pub fn srtp_rate(
     pktgen: bool,
     bar: &ProgressBar,
 ) -> Result<Search> {
-    let ng: SocketAddr = server.parse()?;
-    let client = t
-        .relay
-        .run(move || NgClient::new(ng, Duration::from_secs(1), 3))??;
-    static SEARCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let search_id = SEARCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tag = label.replace(' ', "-");
-    let mut n = 0u32;
-    let fresh: Fresh = Box::new(move || -> Result<SocketAddrV4> {
-        if n > 0 {
-            let _ = client.call(&obj(json!({
-                "command": "delete", "call-id": format!("bench-srtp-{tag}-{search_id}-{}", n - 1),
-            })));
-        }
-        let to = srtp_call(&client, &format!("bench-srtp-{tag}-{search_id}-{n}"))?;
-        n += 1;
-        match to {
-            SocketAddr::V4(v4) => Ok(v4),
-            other => bail!("{other}: not IPv4"),
-        }
-    });
+    let fresh = fresh_calls(t, server.parse()?, format!("bench-srtp-{tag}"), srtp_call)?;
     let (config, frame) = gen_config(t, [10, 99, 0, 1], 1, 1, 1);
     let spec = SearchSpec {
         label: label.to_owned(),
@@ -144,6 +125,37 @@ pub fn srtp_rate(
         pktgen,
     };
     search(t, sink, spec, bar)
+}
+
+/// A new call for each trial through the NG server at `ng`, set up by `make` (which returns
+/// where to send): call-ids `PREFIX-SEARCH-N`, unique across searches (a repeated id would be a
+/// re-offer of a blocked call); each trial's call is deleted when the next is made.
+fn fresh_calls(
+    t: &Topo,
+    ng: SocketAddr,
+    prefix: String,
+    make: fn(&NgClient, &str) -> Result<SocketAddr>,
+) -> Result<Fresh> {
+    // The client's socket is made in the relay's namespace and keeps it when used elsewhere.
+    let client = t
+        .relay
+        .run(move || NgClient::new(ng, Duration::from_secs(1), 3))??;
+    static SEARCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let search_id = SEARCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut n = 0u32;
+    Ok(Box::new(move || -> Result<SocketAddrV4> {
+        if n > 0 {
+            let _ = client.call(&obj(json!({
+                "command": "delete", "call-id": format!("{prefix}-{search_id}-{}", n - 1),
+            })));
+        }
+        let to = make(&client, &format!("{prefix}-{search_id}-{n}"))?;
+        n += 1;
+        match to {
+            SocketAddr::V4(v4) => Ok(v4),
+            other => bail!("{prefix}: the answer's media address {other} is not IPv4"),
+        }
+    }))
 }
 
 pub fn rtpengine_start(t: &Topo) -> Result<Rtpengine> {
@@ -170,30 +182,9 @@ pub fn rtpengine_rate(
     pktgen: bool,
     bar: &ProgressBar,
 ) -> Result<Search> {
-    let ng: SocketAddr = RTPENGINE_NG.parse()?;
-    // The client's socket is made in the relay's namespace and keeps it when used elsewhere.
-    let client = t
-        .relay
-        .run(move || NgClient::new(ng, Duration::from_secs(1), 3))??;
-    // Call-ids unique across searches: a repeated id would be a re-offer of a blocked call.
-    static SEARCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let search_id = SEARCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut n = 0u32;
     // rtpengine stops forwarding a stream whose socket queue overflowed a few times, which
     // every trial above its rate does: each trial gets a call of its own.
-    let fresh: Fresh = Box::new(move || -> Result<SocketAddrV4> {
-        if n > 0 {
-            let _ = client.call(&obj(json!({
-                "command": "delete", "call-id": format!("bench-rtpengine-{search_id}-{}", n - 1),
-            })));
-        }
-        let to = call(&client, &format!("bench-rtpengine-{search_id}-{n}"))?;
-        n += 1;
-        match to {
-            SocketAddr::V4(v4) => Ok(v4),
-            other => bail!("rtpengine answered with {other}"),
-        }
-    });
+    let fresh = fresh_calls(t, RTPENGINE_NG.parse()?, "bench-rtpengine".into(), call)?;
     let (config, frame) = gen_config(t, [10, 99, 0, 1], 1, 1, 1);
     let spec = SearchSpec {
         label: "rtpengine".into(),
@@ -210,23 +201,53 @@ pub fn rtpengine_rate(
     search(t, sink, spec, bar)
 }
 
-/// Sequential offer+answer pairs per second against the NG server at `server` (from inside
-/// `ns`), `calls` of them or 10 s, whichever ends first; the calls are deleted afterwards.
-pub fn ng_pairs_per_second(ns: &Netns, server: &str, calls: u32, tag: &'static str) -> Result<f64> {
+/// Offer+answer pairs per second against the NG server at `server` (from inside `ns`):
+/// `clients` clients, each waiting for every reply before its next request (as Kamailio's
+/// workers do), `calls` pairs in all or 10 s, whichever ends first; the calls are deleted
+/// afterwards. One client shows the latency of a request; several show what group commit
+/// shares between them.
+pub fn ng_pairs_per_second(
+    ns: &Netns,
+    server: &str,
+    calls: u32,
+    clients: u32,
+    tag: &'static str,
+) -> Result<f64> {
     let server: SocketAddr = server.parse()?;
     ns.run(move || -> Result<f64> {
-        let c = NgClient::new(server, Duration::from_secs(1), 3)?;
         let t0 = Instant::now();
-        let mut done = 0u32;
-        while done < calls && t0.elapsed() < Duration::from_secs(10) {
-            call(&c, &format!("bench-{tag}-{done}"))?;
-            done += 1;
-        }
-        let rate = f64::from(done) / t0.elapsed().as_secs_f64();
-        for i in 0..done {
-            let _ = c.call(&obj(json!({
-                "command": "delete", "call-id": format!("bench-{tag}-{i}"), "from-tag": "caller",
-            })));
+        let per_client = calls.div_ceil(clients);
+        let done: Vec<u32> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..clients)
+                .map(|k| {
+                    s.spawn(move || -> Result<u32> {
+                        let c = NgClient::new(server, Duration::from_secs(1), 3)?;
+                        let mut done = 0u32;
+                        while done < per_client && t0.elapsed() < Duration::from_secs(10) {
+                            call(&c, &format!("bench-{tag}-{clients}-{k}-{done}"))?;
+                            done += 1;
+                        }
+                        Ok(done)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .map_err(|_| anyhow::anyhow!("NG client panicked"))?
+                })
+                .collect::<Result<Vec<u32>>>()
+        })?;
+        let rate = f64::from(done.iter().sum::<u32>()) / t0.elapsed().as_secs_f64();
+        let c = NgClient::new(server, Duration::from_secs(1), 3)?;
+        for (k, n) in done.iter().enumerate() {
+            for i in 0..*n {
+                let _ = c.call(&obj(json!({
+                    "command": "delete", "call-id": format!("bench-{tag}-{clients}-{k}-{i}"),
+                    "from-tag": "caller",
+                })));
+            }
         }
         Ok(rate)
     })?

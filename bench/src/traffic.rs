@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::BENCH_OBJECT;
 use anyhow::{Context as _, Result, bail};
 use aya::{
     EbpfLoader,
@@ -24,7 +25,6 @@ use relay_common::{
     },
     stats::StatEntry,
 };
-use relay_ctl::xdp::BENCH_OBJECT;
 use relay_tests::frames::xdp_md;
 
 use crate::topo::{self, GEN_ADDR, GEN_PORT, Topo};

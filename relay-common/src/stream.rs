@@ -38,6 +38,10 @@ pub enum Mismatch {
     /// XDP_PASS to the daemon, which may re-latch (media handover).
     Userspace = 1,
     Forward = 2,
+    /// Secure latching: dropped while the latched source has been seen within
+    /// `StreamEntry::handover_ds` on any CPU; after that silence (a NAT rebinding) passed to the
+    /// daemon, which may move the latch.
+    Handover = 3,
 }
 
 /// `StreamEntry::flags`: accept any source (nothing latched to compare with).
@@ -66,7 +70,9 @@ pub struct StreamEntry {
     pub mismatch: u8,
     /// With [`FLAG_SET_TOS`]: the TOS / traffic class byte (DSCP and ECN) of forwarded packets.
     pub tos: u8,
-    pub _pad: u8,
+    /// With [`Mismatch::Handover`]: the silence, in tenths of a second, after which another
+    /// source may take the latch over.
+    pub handover_ds: u8,
     /// Index into [`STREAM_COUNTERS_MAP`](crate::names::STREAM_COUNTERS_MAP).
     pub counter_slot: u32,
     /// Egress device: 0 lets the kernel FIB choose; otherwise the FIB lookup is made as output

@@ -58,7 +58,18 @@ fn injection_after_latching_is_refused_while_the_latched_source_talks() {
     assert!(s.latch_at(t0, sa(A_RTP), real, None).unwrap().accepted);
     let entry = s.call_entries("c")[0];
     assert_eq!(entry.expected_source, Some(real));
-    assert_eq!(entry.mismatch, MismatchPolicy::Handover);
+    // Not the signalled endpoint: during the learning window the daemon sees other sources
+    // (one may be a better match); after it, the fast path refuses them itself.
+    assert_eq!(entry.mismatch, MismatchPolicy::Userspace);
+    assert_eq!(
+        s.end_learning(t0 + Duration::from_secs(1)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        s.end_learning(t0 + Duration::from_secs(3)),
+        vec!["c".to_owned()]
+    );
+    assert_eq!(s.call_entries("c")[0].mismatch, MismatchPolicy::Handover);
     // An injector, from anywhere, while the real source sent 20 ms ago: refused, latch kept.
     for (i, from) in ["198.51.100.99:1234", "203.0.113.5:40002", "10.1.1.1:4000"]
         .into_iter()

@@ -14,7 +14,8 @@ use sd_notify::NotifyState;
 
 use crate::{
     config::{self, Config},
-    engine::{Engine, Now},
+    engine::{Engine, JournalWrite, Now, Release},
+    journal::JournalError,
     metrics,
     ports::{Inbound, PortSockets},
     xdp,
@@ -26,7 +27,7 @@ const INBOUND_QUEUE: usize = 4096;
 /// The automatic takeover follows netlink address events; reading the host's addresses whole
 /// this often is only a safety net (a lost event, a watch that could not start).
 const ADDRESS_POLL: Duration = Duration::from_secs(5);
-/// NG requests handled per journal sync at most, besides the one that woke the loop.
+/// NG requests read in one go at most, besides the one that woke the loop.
 const NG_BATCH: usize = 63;
 
 /// The clocks the engine runs on, read here and nowhere in the engine.
@@ -88,6 +89,8 @@ pub async fn run(
     let mut hup = signal(SignalKind::hangup())?;
     let mut device_watch = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut buf = vec![0u8; 65_536];
+    let (done_tx, mut done_rx) = mpsc::channel(1);
+    let mut commits = GroupCommit::new(done_tx);
     loop {
         // The engine's earliest deadline: an agent's, a delayed delete, the media-timeout
         // sweep or the batched state write.
@@ -114,31 +117,29 @@ pub async fn run(
                     changes.push(c);
                 }
                 engine.address_changes(now(), changes);
-                engine.commit();
+                commits.advance(&mut engine, &ng).await;
+            }
+            Some(written) = done_rx.recv() => {
+                commits.write_done(&mut engine, &ng, written).await;
             }
             () = tokio::time::sleep_until(deadline) => {
                 engine.handle_timeout(now());
-                engine.commit();
+                commits.advance(&mut engine, &ng).await;
             }
             r = ng.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    // Group commit: the requests already waiting are handled too, and their
-                    // changes made durable with one journal sync before any reply goes out.
-                    let mut replies = Vec::new();
-                    replies.extend(engine.handle_ng(now(), from, &buf[..n]).map(|r| (from, r)));
+                    // The requests already waiting are handled too; their replies go out once
+                    // their changes are durable.
+                    commits.reply(from, engine.handle_ng(now(), from, &buf[..n]));
                     for _ in 0..NG_BATCH {
                         match ng.try_recv_from(&mut buf) {
-                            Ok((n, from)) => replies
-                                .extend(engine.handle_ng(now(), from, &buf[..n]).map(|r| (from, r))),
+                            Ok((n, from)) => {
+                                commits.reply(from, engine.handle_ng(now(), from, &buf[..n]))
+                            }
                             Err(_) => break,
                         }
                     }
-                    engine.commit();
-                    for (to, reply) in replies {
-                        if let Err(e) = ng.send_to(&reply, to).await {
-                            tracing::warn!(%to, error = %e, "sending NG reply");
-                        }
-                    }
+                    commits.advance(&mut engine, &ng).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "NG socket receive"),
             },
@@ -151,7 +152,7 @@ pub async fn run(
             }
             Some(inbound) = in_rx.recv() => {
                 engine.handle_inbound(now(), inbound);
-                engine.commit();
+                commits.advance(&mut engine, &ng).await;
             }
             // Devices that disappear are noticed within a second (their streams then go to the
             // daemon); nothing else depends on this timer.
@@ -163,17 +164,111 @@ pub async fn run(
                 }
             } => {
                 engine.handle_remote(now(), ev);
-                engine.commit();
+                commits.advance(&mut engine, &ng).await;
             }
             _ = addr_poll.tick(), if engine.ha_enabled() => {
                 engine.poll_addresses(now());
-                engine.commit();
+                commits.advance(&mut engine, &ng).await;
             }
         }
+    }
+    // The write in flight finishes and its replies go out before the final snapshot.
+    if commits.in_flight()
+        && let Some(written) = done_rx.recv().await
+    {
+        commits.write_done(&mut engine, &ng, written).await;
     }
     notify(&[NotifyState::Stopping]);
     engine.shutdown();
     Ok(cfg)
+}
+
+/// Group commit with one journal write in flight: while it syncs on a blocking thread the loop
+/// keeps handling events, and what they change forms the next write. Replies, map changes and
+/// datagrams wait for the write that makes their state durable; those that depend on nothing
+/// unwritten go at once.
+struct GroupCommit {
+    in_flight: Option<InFlight>,
+    /// Replies produced since the last write began.
+    waiting: Vec<(std::net::SocketAddr, Vec<u8>)>,
+    done: mpsc::Sender<Result<(), JournalError>>,
+}
+
+struct InFlight {
+    release: Release,
+    replies: Vec<(std::net::SocketAddr, Vec<u8>)>,
+}
+
+impl GroupCommit {
+    fn new(done: mpsc::Sender<Result<(), JournalError>>) -> GroupCommit {
+        GroupCommit {
+            in_flight: None,
+            waiting: Vec::new(),
+            done,
+        }
+    }
+
+    fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    fn reply(&mut self, to: std::net::SocketAddr, reply: Option<Vec<u8>>) {
+        self.waiting.extend(reply.map(|r| (to, r)));
+    }
+
+    /// After every event: starts a write when none is in flight, and sends what needs none.
+    async fn advance(&mut self, engine: &mut Engine, ng: &UdpSocket) {
+        if self.in_flight.is_some() {
+            if engine.nothing_to_write() {
+                // Only reads and datagrams of unchanged calls since the write began.
+                engine.commit();
+                send_replies(ng, std::mem::take(&mut self.waiting)).await;
+            }
+            return;
+        }
+        let (write, release) = engine.begin_commit();
+        let Some(write) = write else {
+            engine.finish_commit(None, release);
+            send_replies(ng, std::mem::take(&mut self.waiting)).await;
+            return;
+        };
+        self.in_flight = Some(InFlight {
+            release,
+            replies: std::mem::take(&mut self.waiting),
+        });
+        let done = self.done.clone();
+        tokio::task::spawn_blocking(move || run_write(write, &done));
+    }
+
+    /// The write in flight is durable (or failed, counted): its changes and replies go out,
+    /// and the next write starts with what accumulated meanwhile.
+    async fn write_done(
+        &mut self,
+        engine: &mut Engine,
+        ng: &UdpSocket,
+        written: Result<(), JournalError>,
+    ) {
+        let Some(flight) = self.in_flight.take() else {
+            return;
+        };
+        engine.finish_commit(Some(written), flight.release);
+        send_replies(ng, flight.replies).await;
+        self.advance(engine, ng).await;
+    }
+}
+
+fn run_write(write: JournalWrite, done: &mpsc::Sender<Result<(), JournalError>>) {
+    // The loop always waits for this answer before the next write; it only goes missing when
+    // the daemon is stopping.
+    let _ = done.blocking_send(write.run());
+}
+
+async fn send_replies(ng: &UdpSocket, replies: Vec<(std::net::SocketAddr, Vec<u8>)>) {
+    for (to, reply) in replies {
+        if let Err(e) = ng.send_to(&reply, to).await {
+            tracing::warn!(%to, error = %e, "sending NG reply");
+        }
+    }
 }
 
 fn notify(state: &[NotifyState]) {

@@ -40,6 +40,9 @@ pub struct SavedCall {
     /// without crypto conversion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crypto: Option<crate::gateway::CallCrypto>,
+    /// Labels, Via branches and TOS (rtpengine's options): absent when none was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<crate::ngopts::Names>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -389,6 +392,7 @@ mod tests {
             created: 1,
             slots: vec![],
             crypto: None,
+            names: None,
         }
     }
 

@@ -130,25 +130,29 @@ impl Request {
 
     /// An integer given as a number or a decimal string (both occur in the wild).
     pub fn int(&self, key: &'static str) -> Result<Option<u64>, OptionError> {
+        self.integer(key, serde_json::Number::as_u64)
+    }
+
+    /// A signed integer given as a number or a decimal string.
+    fn signed(&self, key: &'static str) -> Result<Option<i64>, OptionError> {
+        self.integer(key, serde_json::Number::as_i64)
+    }
+
+    /// An integer of type `T` given as a number (`from_number` says whether it fits) or a
+    /// decimal string.
+    fn integer<T: std::str::FromStr>(
+        &self,
+        key: &'static str,
+        from_number: fn(&serde_json::Number) -> Option<T>,
+    ) -> Result<Option<T>, OptionError> {
+        let invalid = |value: String| OptionError::Invalid { key, value };
         match self.dict.get(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| OptionError::Invalid {
-                key,
-                value: n.to_string(),
-            }),
-            Some(Value::String(s)) => {
-                s.trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| OptionError::Invalid {
-                        key,
-                        value: s.clone(),
-                    })
-            }
-            Some(v) => Err(OptionError::Invalid {
-                key,
-                value: v.to_string(),
-            }),
+            Some(Value::Number(n)) => from_number(n)
+                .map(Some)
+                .ok_or_else(|| invalid(n.to_string())),
+            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| invalid(s.clone())),
+            Some(v) => Err(invalid(v.to_string())),
         }
     }
 
@@ -295,30 +299,6 @@ impl Request {
         match self.dict.get(key) {
             None => Ok(None),
             Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(v) => Err(OptionError::Invalid {
-                key,
-                value: v.to_string(),
-            }),
-        }
-    }
-
-    /// A signed integer given as a number or a decimal string.
-    fn signed(&self, key: &'static str) -> Result<Option<i64>, OptionError> {
-        match self.dict.get(key) {
-            None => Ok(None),
-            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| OptionError::Invalid {
-                key,
-                value: n.to_string(),
-            }),
-            Some(Value::String(s)) => {
-                s.trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| OptionError::Invalid {
-                        key,
-                        value: s.clone(),
-                    })
-            }
             Some(v) => Err(OptionError::Invalid {
                 key,
                 value: v.to_string(),

@@ -20,9 +20,6 @@ use crate::engine::FastPathError;
 
 /// The program object, built by build.rs from relay-ebpf.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay"));
-/// The benchmark's programs (generator, floor, sink; see relay-common's `bench`), built by the
-/// same build script. Only `cargo xtask bench` loads it.
-pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench"));
 
 /// Default bpffs directory under which the daemon pins its maps.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdp-relay";

@@ -156,10 +156,10 @@ pub fn r#gen(ctx: XdpContext) -> u32 {
 /// The relay's own parse and port check, then a redirect to one device.
 #[xdp]
 pub fn floor(ctx: XdpContext) -> u32 {
-    let Ok(flow) = parse::parse(&ctx) else {
+    let Ok(offsets) = parse::parse(&ctx) else {
         return XDP_PASS;
     };
-    let Ok(udp) = ptr_at::<UdpHdr>(&ctx, flow.l4) else {
+    let Ok(udp) = ptr_at::<UdpHdr>(&ctx, offsets.l4) else {
         return XDP_PASS;
     };
     // SAFETY: a static, always valid to read; udp bounds checked by ptr_at.
@@ -207,7 +207,7 @@ fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
-    eprintln!("the bench object is eBPF: build it for bpfel-unknown-none (relay-ctl does)");
+    eprintln!("the bench object is eBPF: build it for bpfel-unknown-none (bench/build.rs does)");
 }
 
 #[unsafe(no_mangle)]

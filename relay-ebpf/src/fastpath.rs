@@ -21,7 +21,7 @@ use crate::{
     csum::{fold, ports_delta, words},
     hook::Hook,
     net::{ETH_P_IP, ETH_P_IPV6, EthHdr, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr, UdpHdr, ptr_at},
-    parse::{Flow, parse},
+    parse::{HeaderOffsets, parse},
 };
 
 const IPV4_LEN: usize = core::mem::size_of::<Ipv4Hdr>();
@@ -36,17 +36,17 @@ pub trait Egress: Hook {
 /// `Ok` and `Err` both carry the reason the frame is counted under; `Err` is an early exit.
 #[inline(always)]
 pub fn try_relay<C: Egress>(ctx: &C) -> Result<Reason, Reason> {
-    let flow = parse(ctx)?;
-    let udp: *mut UdpHdr = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassTruncated)?;
+    let offsets = parse(ctx)?;
+    let udp: *mut UdpHdr = ptr_at(ctx, offsets.l4).map_err(|()| Reason::PassTruncated)?;
     // SAFETY: bounds checked by ptr_at.
     let dest = u16::from_be(unsafe { (*udp).dest });
     if !crate::config().is_relay_port(dest) {
         return Ok(Reason::PassNotRelayPort);
     }
-    let payload = flow.l4 + core::mem::size_of::<UdpHdr>();
+    let payload = offsets.l4 + core::mem::size_of::<UdpHdr>();
     // The first payload byte is read with the UDP header: a one-byte bounds check at a variable
     // offset compiles to a compare the verifier cannot use.
-    let head: *const [u8; 9] = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassEmpty)?;
+    let head: *const [u8; 9] = ptr_at(ctx, offsets.l4).map_err(|()| Reason::PassEmpty)?;
     // SAFETY: bounds checked by ptr_at.
     let (first, len_be) = unsafe { ((*head)[8], [(*head)[4], (*head)[5]]) };
     // The UDP length, not the frame, says where the datagram ends: an empty datagram padded to
@@ -68,7 +68,7 @@ pub fn try_relay<C: Egress>(ctx: &C) -> Result<Reason, Reason> {
             }
         }
         20..=63 => Ok(Reason::PassDtls),
-        128..=191 => forward(ctx, &flow, udp, udp_len),
+        128..=191 => forward(ctx, &offsets, udp, udp_len),
         _ => Ok(Reason::PassOtherPayload),
     }
 }
@@ -77,12 +77,12 @@ pub fn try_relay<C: Egress>(ctx: &C) -> Result<Reason, Reason> {
 #[inline(always)]
 fn forward<C: Egress>(
     ctx: &C,
-    flow: &Flow,
+    offsets: &HeaderOffsets,
     udp: *mut UdpHdr,
     udp_len: usize,
 ) -> Result<Reason, Reason> {
     let mut key = StreamKey {
-        family: if flow.v6 { FAMILY_V6 } else { FAMILY_V4 },
+        family: if offsets.v6 { FAMILY_V6 } else { FAMILY_V4 },
         _pad: 0,
         // SAFETY: udp was bounds checked by the caller.
         port: unsafe { (*udp).dest },
@@ -91,15 +91,15 @@ fn forward<C: Egress>(
     // SAFETY: udp was bounds checked by the caller.
     let sport = unsafe { (*udp).source };
     let mut src_addr = [0u8; 16];
-    if flow.v6 {
-        let ip: *const Ipv6Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
+    if offsets.v6 {
+        let ip: *const Ipv6Hdr = ptr_at(ctx, offsets.l3).map_err(|()| Reason::PassTruncated)?;
         // SAFETY: bounds checked by ptr_at.
         unsafe {
             key.addr = (*ip).daddr;
             src_addr = (*ip).saddr;
         }
     } else {
-        let ip: *const Ipv4Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
+        let ip: *const Ipv4Hdr = ptr_at(ctx, offsets.l3).map_err(|()| Reason::PassTruncated)?;
         // SAFETY: bounds checked by ptr_at.
         unsafe {
             key.addr[..4].copy_from_slice(&(*ip).daddr);
@@ -119,24 +119,34 @@ fn forward<C: Egress>(
         match entry.mismatch {
             m if m == Mismatch::Forward as u8 => {}
             m if m == Mismatch::Userspace as u8 => return Ok(Reason::PassSourceMismatch),
+            m if m == Mismatch::Handover as u8 => {
+                let interval_ns = u64::from(entry.handover_ds) * 100_000_000;
+                return Ok(
+                    if crate::handover::latched_source_active(entry.counter_slot, interval_ns) {
+                        Reason::DropSourceMismatch
+                    } else {
+                        Reason::PassSourceMismatch
+                    },
+                );
+            }
             _ => return Ok(Reason::DropSourceMismatch),
         }
     }
     // rtcp-mux on this leg only: RTCP (RFC 5761 s.4) goes to the other leg's RTCP endpoints.
-    let mut rw = Rw {
+    let mut rewrite = Rewrite {
         src: &entry.src,
         dst: &entry.dst,
         egress: entry.egress_ifindex,
     };
     if entry.flags & FLAG_RTCP_DEMUX != 0 {
-        let rtp: *const [u8; 10] = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassMalformed)?;
+        let rtp: *const [u8; 10] = ptr_at(ctx, offsets.l4).map_err(|()| Reason::PassMalformed)?;
         // SAFETY: bounds checked by ptr_at.
         if (192..=223).contains(&unsafe { (*rtp)[9] }) {
-            rw.src = &entry.rtcp_src;
-            rw.dst = &entry.rtcp_dst;
+            rewrite.src = &entry.rtcp_src;
+            rewrite.dst = &entry.rtcp_dst;
         }
     }
-    let out_v6 = match (rw.src.family, rw.dst.family) {
+    let out_v6 = match (rewrite.src.family, rewrite.dst.family) {
         (FAMILY_V4, FAMILY_V4) => false,
         (FAMILY_V6, FAMILY_V6) => true,
         _ => return Ok(Reason::PassFamilyChange),
@@ -146,15 +156,15 @@ fn forward<C: Egress>(
     // Decide the next hop before touching the frame: a frame passed up must be unmodified.
     // The IP packet as it leaves, for the FIB's MTU check (translation to IPv6 grows it).
     let out_len = udp_len + if out_v6 { 40 } else { 20 };
-    let hop = next_hop(ctx, out_v6, &rw, out_len)?;
-    match (flow.v6, out_v6) {
-        (false, false) => rewrite_v4(ctx, flow, &rw)?,
-        (true, true) => rewrite_v6(ctx, flow, &rw)?,
-        (false, true) => v4_to_v6(ctx, flow, &rw)?,
-        (true, false) => v6_to_v4(ctx, flow, &rw)?,
+    let hop = next_hop(ctx, out_v6, &rewrite, out_len)?;
+    match (offsets.v6, out_v6) {
+        (false, false) => rewrite_v4(ctx, offsets, &rewrite)?,
+        (true, true) => rewrite_v6(ctx, offsets, &rewrite)?,
+        (false, true) => v4_to_v6(ctx, offsets, &rewrite)?,
+        (true, false) => v6_to_v4(ctx, offsets, &rewrite)?,
     }
     if entry.flags & FLAG_SET_TOS != 0 {
-        crate::tos::set(ctx, flow.l3, out_v6, entry.tos).map_err(|()| Reason::PassTruncated)?;
+        crate::tos::set(ctx, offsets.l3, out_v6, entry.tos).map_err(|()| Reason::PassTruncated)?;
     }
     let reason = send(ctx, &hop)?;
     // Only a frame that left counts as the stream's media (and keeps the call alive).
@@ -173,7 +183,7 @@ fn forward<C: Egress>(
 }
 
 /// The rewrite a packet gets: new source and destination, and the egress device (0: FIB).
-struct Rw<'a> {
+struct Rewrite<'a> {
     src: &'a Endpoint,
     dst: &'a Endpoint,
     egress: u32,
@@ -183,9 +193,9 @@ struct Rw<'a> {
 /// (checked against the 512-byte limit along the call chain by the verifier): inlined into one
 /// function, the byte-wise address sums of all four rewrites do not fit beside each other.
 #[inline(never)]
-fn rewrite_v4<C: Hook>(ctx: &C, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
-    let udp: *mut UdpHdr = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassTruncated)?;
+fn rewrite_v4<C: Hook>(ctx: &C, offsets: &HeaderOffsets, e: &Rewrite<'_>) -> Result<(), Reason> {
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, offsets.l3).map_err(|()| Reason::PassTruncated)?;
+    let udp: *mut UdpHdr = ptr_at(ctx, offsets.l4).map_err(|()| Reason::PassTruncated)?;
     let mut new_s = [0u8; 4];
     let mut new_d = [0u8; 4];
     new_s.copy_from_slice(&e.src.addr[..4]);
@@ -206,18 +216,18 @@ fn rewrite_v4<C: Hook>(ctx: &C, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
         (*udp).dest = e.dst.port;
         (addr_delta, ip_delta, ports)
     };
-    ctx.ip_csum(flow.l3 + IP_CHECK, ip_delta)?;
-    ctx.udp_csum(flow.l4 + UDP_CHECK, addr_delta, ports, true)
+    ctx.ip_csum(offsets.l3 + IP_CHECK, ip_delta)?;
+    ctx.udp_csum(offsets.l4 + UDP_CHECK, addr_delta, ports, true)
 }
 
 #[inline(never)]
-fn rewrite_v6<C: Hook>(ctx: &C, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
+fn rewrite_v6<C: Hook>(ctx: &C, offsets: &HeaderOffsets, e: &Rewrite<'_>) -> Result<(), Reason> {
     // Source and destination sit side by side in the header: one 32-byte block, whose
     // checksum difference the kernel computes (summed byte-wise here, four 16-byte addresses
     // would need more stack than a BPF frame has).
-    let addrs: *mut [u8; 32] = ptr_at(ctx, flow.l3 + 8).map_err(|()| Reason::PassTruncated)?;
-    let ip: *mut Ipv6Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
-    let udp: *mut UdpHdr = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassTruncated)?;
+    let addrs: *mut [u8; 32] = ptr_at(ctx, offsets.l3 + 8).map_err(|()| Reason::PassTruncated)?;
+    let ip: *mut Ipv6Hdr = ptr_at(ctx, offsets.l3).map_err(|()| Reason::PassTruncated)?;
+    let udp: *mut UdpHdr = ptr_at(ctx, offsets.l4).map_err(|()| Reason::PassTruncated)?;
     let mut new = [0u8; 32];
     new[..16].copy_from_slice(&e.src.addr);
     new[16..].copy_from_slice(&e.dst.addr);
@@ -239,7 +249,7 @@ fn rewrite_v6<C: Hook>(ctx: &C, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
         (*udp).dest = e.dst.port;
         (d as u64 & 0xffff_ffff, ports)
     };
-    ctx.udp_csum(flow.l4 + UDP_CHECK, addr_delta, ports, false)
+    ctx.udp_csum(offsets.l4 + UDP_CHECK, addr_delta, ports, false)
 }
 
 /// Offsets of the checksum fields in their headers.
@@ -308,9 +318,9 @@ fn sum_bytes<C: Hook>(ctx: &C, off: usize, len: usize) -> Result<u64, Reason> {
 /// IPv6 header in place of the IPv4 one and keeps the link header in front.
 /// A BPF-to-BPF call, as the other rewrites.
 #[inline(never)]
-fn v4_to_v6<C: Hook>(ctx: &C, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
-    let udp: *const UdpHdr = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassTruncated)?;
+fn v4_to_v6<C: Hook>(ctx: &C, offsets: &HeaderOffsets, e: &Rewrite<'_>) -> Result<(), Reason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, offsets.l3).map_err(|()| Reason::PassTruncated)?;
+    let udp: *const UdpHdr = ptr_at(ctx, offsets.l4).map_err(|()| Reason::PassTruncated)?;
     // SAFETY: bounds checked by ptr_at.
     let (tos, old_s, old_d, sport, dport, len, check) = unsafe {
         (
@@ -332,14 +342,14 @@ fn v4_to_v6<C: Hook>(ctx: &C, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
         None
     } else {
         let udp_len = u16::from_be(len) as usize;
-        let body = sum_bytes(ctx, flow.l4 + 8, udp_len.saturating_sub(8))?;
+        let body = sum_bytes(ctx, offsets.l4 + 8, udp_len.saturating_sub(8))?;
         let header = u64::from(e.src.port) + u64::from(e.dst.port) + 2 * u64::from(len);
         let proto = u64::from(u16::from_ne_bytes([0, IPPROTO_UDP]));
         Some(!fold(new_addrs + proto + header + body))
     };
-    ctx.resize_l3(flow.l3, flow.l4 - flow.l3, IPV6_LEN, ETH_P_IPV6)?;
-    let l4 = flow.l3 + IPV6_LEN;
-    let ip6: *mut Ipv6Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::DropTranslateFailed)?;
+    ctx.resize_l3(offsets.l3, offsets.l4 - offsets.l3, IPV6_LEN, ETH_P_IPV6)?;
+    let l4 = offsets.l3 + IPV6_LEN;
+    let ip6: *mut Ipv6Hdr = ptr_at(ctx, offsets.l3).map_err(|()| Reason::DropTranslateFailed)?;
     let udp: *mut UdpHdr = ptr_at(ctx, l4).map_err(|()| Reason::DropTranslateFailed)?;
     // SAFETY: bounds checked by ptr_at.
     unsafe {
@@ -363,9 +373,9 @@ fn v4_to_v6<C: Hook>(ctx: &C, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
 
 /// IPv6 in, IPv4 out: a fresh 20-byte IPv4 header (DF set, no options) in place of the IPv6 one.
 #[inline(never)]
-fn v6_to_v4<C: Hook>(ctx: &C, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
-    let ip: *const Ipv6Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::PassTruncated)?;
-    let udp: *const UdpHdr = ptr_at(ctx, flow.l4).map_err(|()| Reason::PassTruncated)?;
+fn v6_to_v4<C: Hook>(ctx: &C, offsets: &HeaderOffsets, e: &Rewrite<'_>) -> Result<(), Reason> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, offsets.l3).map_err(|()| Reason::PassTruncated)?;
+    let udp: *const UdpHdr = ptr_at(ctx, offsets.l4).map_err(|()| Reason::PassTruncated)?;
     // SAFETY: bounds checked by ptr_at.
     let (tc, old_s, old_d, sport, dport, len, check) = unsafe {
         (
@@ -408,9 +418,9 @@ fn v6_to_v4<C: Hook>(ctx: &C, flow: &Flow, e: &Rw<'_>) -> Result<(), Reason> {
             + u64::from(u16::from_ne_bytes([64, IPPROTO_UDP]))
             + new_addrs,
     );
-    ctx.resize_l3(flow.l3, IPV6_LEN, IPV4_LEN, ETH_P_IP)?;
-    let l4 = flow.l3 + IPV4_LEN;
-    let ip4: *mut Ipv4Hdr = ptr_at(ctx, flow.l3).map_err(|()| Reason::DropTranslateFailed)?;
+    ctx.resize_l3(offsets.l3, IPV6_LEN, IPV4_LEN, ETH_P_IP)?;
+    let l4 = offsets.l3 + IPV4_LEN;
+    let ip4: *mut Ipv4Hdr = ptr_at(ctx, offsets.l3).map_err(|()| Reason::DropTranslateFailed)?;
     let udp: *mut UdpHdr = ptr_at(ctx, l4).map_err(|()| Reason::DropTranslateFailed)?;
     // SAFETY: bounds checked by ptr_at.
     unsafe {
@@ -431,7 +441,7 @@ struct Hop {
 
 /// Next hop from the kernel FIB: the ingress device or another one the daemon registered.
 #[inline(never)]
-fn next_hop<C: Hook>(ctx: &C, v6: bool, e: &Rw<'_>, out_len: usize) -> Result<Hop, Reason> {
+fn next_hop<C: Hook>(ctx: &C, v6: bool, e: &Rewrite<'_>, out_len: usize) -> Result<Hop, Reason> {
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     let ingress = ctx.ingress_ifindex();

@@ -7,6 +7,7 @@
 
 mod csum;
 mod fastpath;
+mod handover;
 mod hook;
 mod net;
 mod parse;

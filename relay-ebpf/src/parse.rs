@@ -12,14 +12,14 @@ use crate::{
 };
 
 /// Where the headers of a frame are, once parsed.
-pub struct Flow {
+pub struct HeaderOffsets {
     pub l3: usize,
     pub l4: usize,
     pub v6: bool,
 }
 
 #[inline(always)]
-pub fn parse<C: Hook>(ctx: &C) -> Result<Flow, Reason> {
+pub fn parse<C: Hook>(ctx: &C) -> Result<HeaderOffsets, Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|()| Reason::PassTruncated)?;
     let mut off = core::mem::size_of::<EthHdr>();
     // SAFETY: bounds checked by ptr_at.
@@ -56,7 +56,7 @@ pub fn parse<C: Hook>(ctx: &C) -> Result<Flow, Reason> {
     {
         return Err(Reason::PassMalformed);
     }
-    Ok(Flow { l3: off, l4, v6 })
+    Ok(HeaderOffsets { l3: off, l4, v6 })
 }
 
 /// Returns the UDP header offset and the IP payload length the header claims.

@@ -24,7 +24,10 @@ use std::{
 
 use anyhow::Result;
 
-use crate::netns::{Netns, veth};
+use crate::{
+    netns::{Bpffs, Netns, veth},
+    redis::Redis,
+};
 
 /// Relay 0's media address (the floating one of an active-passive pair).
 pub const FLOAT: &str = "10.99.0.1";
@@ -41,6 +44,19 @@ pub struct HaTopology {
     /// Relay-side devices: `devs[relay]` = [to caller, to callee].
     pub devs: [[String; 2]; 2],
     pub redis_ns: Netns,
+}
+
+/// What every HA test starts from: the topology, a bpffs for the relays' pins and a
+/// redis-server (127.0.0.1:`redis_port` and a Unix socket) in its own namespace. None when
+/// `test` cannot run here (not privileged, or no redis-server; under `CI=true` those panic).
+pub fn ha_setup(test: &str, pool: bool, redis_port: u16) -> Option<(HaTopology, Bpffs, Redis)> {
+    if !crate::privileged(test) || !crate::redis::available(test) {
+        return None;
+    }
+    let t = HaTopology::new(pool).unwrap();
+    let bpffs = Bpffs::new(&t.prefix).unwrap();
+    let redis = Redis::start(&t.redis_ns, redis_port).unwrap();
+    Some((t, bpffs, redis))
 }
 
 impl HaTopology {

@@ -158,6 +158,16 @@ impl Redis {
         })?
     }
 
+    /// Waits (bounded by `limit`) until database `db` holds `n` keys matching `pattern`; panics
+    /// with `what` when it does not.
+    pub fn wait_keys(&self, db: u32, pattern: &str, n: usize, limit: Duration, what: &str) {
+        let t0 = Instant::now();
+        while self.count_keys(db, pattern).unwrap() != n {
+            assert!(t0.elapsed() < limit, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL and wait: Redis dies as it would on a crash (nothing is persisted).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -58,6 +58,39 @@ fn injection_rebinding_and_spray_with_default_flags() {
     assert_eq!(reached, 0, "injected packets reached the callee");
     assert_eq!(real, 200, "the caller's media was lost");
 
+    // Once the learning window (3 s, closed at the daemon's next 1 s sweep) is over, the fast
+    // path itself refuses the injector while the caller talks: every injected packet is
+    // counted as dropped there, none reaches the callee.
+    let learnt = std::time::Instant::now() + Duration::from_millis(4300);
+    for i in 0u16.. {
+        if std::time::Instant::now() >= learnt {
+            break;
+        }
+        caller
+            .send_to(&rtp_payload(1000 + i % 1000), relay_a)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dropped_before = r.fastpath("drop_source_mismatch");
+    for i in 0..50u16 {
+        caller.send_to(&rtp_payload(2000 + i), relay_a).unwrap();
+        attacker.send_to(&rtp_payload(9000 + i), relay_a).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut injected = 0;
+    while let Some((p, _)) = recv(&callee_rx) {
+        injected += usize::from(u16::from_be_bytes([p[2], p[3]]) >= 9000);
+    }
+    assert_eq!(
+        injected, 0,
+        "injected packets reached the callee after learning"
+    );
+    assert_eq!(
+        r.fastpath("drop_source_mismatch") - dropped_before,
+        50,
+        "the fast path drops injected media itself"
+    );
+
     // NAT rebinding: the caller falls silent and comes back from another port: after the
     // handover interval (2 s) its media flows again, and sticks.
     std::thread::sleep(Duration::from_millis(2300));

@@ -8,12 +8,10 @@ use std::time::{Duration, Instant};
 use relay_tests::{
     daemon::{Daemon, ng_call},
     ha::{
-        FLOAT, FLOAT1, HaTopology, MediaRun, consent_check, fail_over_with_media, median_max_ms,
-        open_call,
+        FLOAT, FLOAT1, HaTopology, MediaRun, consent_check, fail_over_with_media, ha_setup,
+        median_max_ms, open_call,
     },
     netns::Bpffs,
-    privileged,
-    redis::Redis,
 };
 use serde_json::json;
 
@@ -50,13 +48,11 @@ fn start(t: &HaTopology, bpffs: &Bpffs, r: usize, args: Vec<String>, extra: &[&s
 
 #[test]
 fn standby_takes_over_twenty_calls_after_sigkill() {
-    let test = "standby_takes_over_twenty_calls_after_sigkill";
-    if !privileged(test) || !relay_tests::redis::available(test) {
+    let Some((t, bpffs, mut redis)) =
+        ha_setup("standby_takes_over_twenty_calls_after_sigkill", false, 6391)
+    else {
         return;
-    }
-    let t = HaTopology::new(false).unwrap();
-    let bpffs = Bpffs::new(&t.prefix).unwrap();
-    let mut redis = Redis::start(&t.redis_ns, 6391).unwrap();
+    };
     let url = format!("--redis={}", redis.unix_url(2));
     let common = [url.as_str(), "--redis-expires=30", "--detach"];
     let active = start(&t, &bpffs, 0, t.daemon_args(0), &common);
@@ -79,14 +75,13 @@ fn standby_takes_over_twenty_calls_after_sigkill() {
     redis.kill();
     std::thread::sleep(Duration::from_millis(500));
     redis.restart().unwrap();
-    let t0 = Instant::now();
-    while redis.count_keys(2, "xdp-relay:call:*").unwrap() != CALLS {
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "calls not rewritten after Redis restarted"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    redis.wait_keys(
+        2,
+        "xdp-relay:call:*",
+        CALLS,
+        Duration::from_secs(15),
+        "calls not rewritten after Redis restarted",
+    );
     wait_foreign(&t.relays[1], CALLS as u64);
 
     let f = fail_over_with_media(&t, &mut daemons, legs, FLOAT, (0, 1), TICK).unwrap();
@@ -145,13 +140,11 @@ fn standby_takes_over_twenty_calls_after_sigkill() {
 
 #[test]
 fn pool_survivor_takes_over_the_dead_relays_calls() {
-    let test = "pool_survivor_takes_over_the_dead_relays_calls";
-    if !privileged(test) || !relay_tests::redis::available(test) {
+    let Some((t, bpffs, redis)) =
+        ha_setup("pool_survivor_takes_over_the_dead_relays_calls", true, 6392)
+    else {
         return;
-    }
-    let t = HaTopology::new(true).unwrap();
-    let bpffs = Bpffs::new(&t.prefix).unwrap();
-    let redis = Redis::start(&t.redis_ns, 6392).unwrap();
+    };
     let url = format!("--redis={}", redis.unix_url(0));
     let common = [url.as_str(), "--detach"];
     let r0 = start(&t, &bpffs, 0, t.pool_args(0), &common);
@@ -197,22 +190,19 @@ fn pool_survivor_takes_over_the_dead_relays_calls() {
 /// an older relay left it: a standby started afterwards restores it and takes it over.
 #[test]
 fn previous_format_record_is_restored_and_taken_over() {
-    let test = "previous_format_record_is_restored_and_taken_over";
-    if !privileged(test) || !relay_tests::redis::available(test) {
+    let Some((t, bpffs, redis)) = ha_setup(
+        "previous_format_record_is_restored_and_taken_over",
+        false,
+        6394,
+    ) else {
         return;
-    }
-    let t = HaTopology::new(false).unwrap();
-    let bpffs = Bpffs::new(&t.prefix).unwrap();
-    let redis = Redis::start(&t.redis_ns, 6394).unwrap();
+    };
     let url = format!("--redis={}", redis.unix_url(0));
     let common = [url.as_str(), "--detach"];
     let mut active = start(&t, &bpffs, 0, t.daemon_args(0), &common);
     let (a, b, _) = open_call(&t, 0, "old-1", 21_000, 23_000, false).unwrap();
-    let t0 = Instant::now();
-    while redis.count_keys(0, "xdp-relay:call:*").unwrap() != 1 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "record not written");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let written = "record not written";
+    redis.wait_keys(0, "xdp-relay:call:*", 1, Duration::from_secs(10), written);
     active.kill().unwrap();
     // Rewrite the key as a version 1 relay would have written it.
     let client = redis::Client::open(redis.unix_url(0)).unwrap();

@@ -11,10 +11,8 @@ use relay_ctl::client::NgClient;
 use relay_tests::{
     call::sdp,
     daemon::{Daemon, NG, cpu_ns},
-    ha::{CALLEE, CALLER, HaTopology},
-    netns::{Bpffs, Netns},
-    privileged,
-    redis::Redis,
+    ha::{CALLEE, CALLER, ha_setup},
+    netns::Netns,
 };
 use serde_json::{Map, Value, json};
 
@@ -76,13 +74,9 @@ fn rate(ns: &Netns, tag: &'static str) -> f64 {
 
 #[test]
 fn ng_rate_with_and_without_redis() {
-    let test = "ng_rate_with_and_without_redis";
-    if !privileged(test) || !relay_tests::redis::available(test) {
+    let Some((t, bpffs, redis)) = ha_setup("ng_rate_with_and_without_redis", true, 6393) else {
         return;
-    }
-    let t = HaTopology::new(true).unwrap();
-    let bpffs = Bpffs::new(&t.prefix).unwrap();
-    let redis = Redis::start(&t.redis_ns, 6393).unwrap();
+    };
     let url = format!("--redis={}", redis.unix_url(1));
     let start = |r: usize, extra: &[&str]| {
         let mut a = t.pool_args(r);
@@ -125,14 +119,8 @@ fn ng_rate_with_and_without_redis() {
         median(&on, |r| r.redis_us),
     );
     // Every call the Redis relay made was written and every delete removed its key.
-    let t0 = Instant::now();
-    while redis.count_keys(1, "xdp-relay:call:*").unwrap() != 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "leftover keys after deletes"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let leftover = "leftover keys after deletes";
+    redis.wait_keys(1, "xdp-relay:call:*", 0, Duration::from_secs(10), leftover);
     assert!(on_m > 0.0 && off_m > 0.0);
     drop((plain, shared));
 }

@@ -55,6 +55,37 @@ async fn expect(
     }
 }
 
+/// Runs the future `body` makes on a current-thread runtime in `ns` (where Redis listens).
+fn block_on_in<F: Future<Output = ()>>(ns: &Netns, body: impl FnOnce() -> F + Send + 'static) {
+    ns.run(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(body())
+    })
+    .unwrap();
+}
+
+/// Waits (bounded, 10 s) until the store has counted a failed write.
+async fn wait_failed_write(store: &RedisStore) {
+    let t0 = Instant::now();
+    while store.stats.writes_failed.load(Ordering::Relaxed) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no failed write counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A connection to db 3 on 127.0.0.1:`port`, made from the calling (namespace) thread.
+fn db3(port: u16) -> redis::Connection {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/3")).unwrap();
+    c.get_connection_with_timeout(Duration::from_secs(1))
+        .unwrap()
+}
+
 fn setup(test: &str) -> Option<(Netns, Redis)> {
     if !privileged(test) || !relay_tests::redis::available(test) {
         return None;
@@ -72,64 +103,57 @@ fn two_relays_see_each_others_calls_and_never_overwrite_them() {
         return;
     };
     let (ca, cb) = (cfg(&redis, "a", 60), cfg(&redis, "b", 60));
-    ns.run(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let (ta, mut ra) = mpsc::unbounded_channel();
-            let (tb, mut rb) = mpsc::unbounded_channel();
-            let mut a = RedisStore::start(ca, ta).unwrap();
-            let mut b = RedisStore::start(cb, tb).unwrap();
-            expect(&mut ra, "snapshot on a", |e| {
-                matches!(e, Remote::Snapshot(_))
-            })
-            .await;
-            expect(&mut rb, "snapshot on b", |e| {
-                matches!(e, Remote::Snapshot(_))
-            })
-            .await;
-            a.put(record("a", "c1", 0));
-            expect(
-                &mut rb,
-                "c1 on b",
-                |e| matches!(e, Remote::Put(r) if r.call_id == "c1" && r.owner == "a"),
-            )
-            .await;
-            // b takes c1 over; a's next write of its old view is refused and a is told.
-            b.put(takeover::taken_over(&record("a", "c1", 0), "b", 2));
-            expect(
-                &mut ra,
-                "c1 taken by b",
-                |e| matches!(e, Remote::Put(r) if r.owner == "b" && r.epoch == 1),
-            )
-            .await;
-            a.put(record("a", "c1", 0));
-            expect(
-                &mut ra,
-                "fencing of a",
-                |e| matches!(e, Remote::Fenced(c) if c == "c1"),
-            )
-            .await;
-            // a's own (non-forced) delete leaves b's record alone.
-            a.delete("c1", false);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let l = b.load_all().unwrap();
-            assert_eq!(l.records.len(), 1);
-            assert_eq!((l.records[0].owner.as_str(), l.records[0].epoch), ("b", 1));
-            // An NG delete (forced) removes the key everywhere, and a is told.
-            b.delete("c1", true);
-            expect(
-                &mut ra,
-                "c1 gone",
-                |e| matches!(e, Remote::Gone(c) if c == "c1"),
-            )
-            .await;
-            assert!(a.load_all().unwrap().records.is_empty());
-        });
-    })
-    .unwrap();
+    block_on_in(&ns, move || async move {
+        let (ta, mut ra) = mpsc::unbounded_channel();
+        let (tb, mut rb) = mpsc::unbounded_channel();
+        let mut a = RedisStore::start(ca, ta).unwrap();
+        let mut b = RedisStore::start(cb, tb).unwrap();
+        expect(&mut ra, "snapshot on a", |e| {
+            matches!(e, Remote::Snapshot(_))
+        })
+        .await;
+        expect(&mut rb, "snapshot on b", |e| {
+            matches!(e, Remote::Snapshot(_))
+        })
+        .await;
+        a.put(record("a", "c1", 0));
+        expect(
+            &mut rb,
+            "c1 on b",
+            |e| matches!(e, Remote::Put(r) if r.call_id == "c1" && r.owner == "a"),
+        )
+        .await;
+        // b takes c1 over; a's next write of its old view is refused and a is told.
+        b.put(takeover::taken_over(&record("a", "c1", 0), "b", 2));
+        expect(
+            &mut ra,
+            "c1 taken by b",
+            |e| matches!(e, Remote::Put(r) if r.owner == "b" && r.epoch == 1),
+        )
+        .await;
+        a.put(record("a", "c1", 0));
+        expect(
+            &mut ra,
+            "fencing of a",
+            |e| matches!(e, Remote::Fenced(c) if c == "c1"),
+        )
+        .await;
+        // a's own (non-forced) delete leaves b's record alone.
+        a.delete("c1", false);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let l = b.load_all().unwrap();
+        assert_eq!(l.records.len(), 1);
+        assert_eq!((l.records[0].owner.as_str(), l.records[0].epoch), ("b", 1));
+        // An NG delete (forced) removes the key everywhere, and a is told.
+        b.delete("c1", true);
+        expect(
+            &mut ra,
+            "c1 gone",
+            |e| matches!(e, Remote::Gone(c) if c == "c1"),
+        )
+        .await;
+        assert!(a.load_all().unwrap().records.is_empty());
+    });
 }
 
 #[test]
@@ -140,51 +164,37 @@ fn redis_down_and_back_loses_no_call_and_expiring_keys_are_rewritten() {
         return;
     };
     let ca = cfg(&redis, "a", 3);
-    ns.run(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let (ta, _ra) = mpsc::unbounded_channel();
-            let mut a = RedisStore::start(ca, ta).unwrap();
-            for i in 0..10 {
-                a.put(record("a", &format!("c{i}"), 0));
-            }
-            wait_keys(redis.port, 10, "first writes").await;
-            // Keys expire after 3 s; the writer rewrites them every second.
-            tokio::time::sleep(Duration::from_millis(4500)).await;
-            assert_eq!(
-                count_keys(redis.port),
-                10,
-                "live calls' keys outlive their expiry"
-            );
-            // A live call's key deleted under it (by hand, or expired) is written again.
-            del_key(redis.port, "t:call:c3");
-            wait_keys(redis.port, 10, "rewrite of a key deleted under a live call").await;
+    block_on_in(&ns, move || async move {
+        let (ta, _ra) = mpsc::unbounded_channel();
+        let mut a = RedisStore::start(ca, ta).unwrap();
+        for i in 0..10 {
+            a.put(record("a", &format!("c{i}"), 0));
+        }
+        wait_keys(redis.port, 10, "first writes").await;
+        // Keys expire after 3 s; the writer rewrites them every second.
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        assert_eq!(
+            count_keys(redis.port),
+            10,
+            "live calls' keys outlive their expiry"
+        );
+        // A live call's key deleted under it (by hand, or expired) is written again.
+        del_key(redis.port, "t:call:c3");
+        wait_keys(redis.port, 10, "rewrite of a key deleted under a live call").await;
 
-            redis.kill();
-            for i in 10..15 {
-                a.put(record("a", &format!("c{i}"), 0));
-            }
-            a.delete("c0", false);
-            let t0 = Instant::now();
-            while a.stats.writes_failed.load(Ordering::Relaxed) == 0 {
-                assert!(
-                    t0.elapsed() < Duration::from_secs(10),
-                    "no failed write counted"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            assert!(a.load_all().is_err());
+        redis.kill();
+        for i in 10..15 {
+            a.put(record("a", &format!("c{i}"), 0));
+        }
+        a.delete("c0", false);
+        wait_failed_write(&a).await;
+        assert!(a.load_all().is_err());
 
-            // Back, empty (no persistence): every own call is rewritten, the deleted one not.
-            redis.restart().unwrap();
-            wait_keys(redis.port, 14, "resynchronisation after Redis came back").await;
-            assert!(a.stats.resyncs.load(Ordering::Relaxed) >= 1);
-        });
-    })
-    .unwrap();
+        // Back, empty (no persistence): every own call is rewritten, the deleted one not.
+        redis.restart().unwrap();
+        wait_keys(redis.port, 14, "resynchronisation after Redis came back").await;
+        assert!(a.stats.resyncs.load(Ordering::Relaxed) >= 1);
+    });
 }
 
 /// Waits (bounded, 15 s) until db 3 holds `n` call keys.
@@ -201,10 +211,7 @@ async fn wait_keys(port: u16, n: usize, what: &str) {
 }
 
 fn del_key(port: u16, key: &str) {
-    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/3")).unwrap();
-    let mut conn = c
-        .get_connection_with_timeout(Duration::from_secs(1))
-        .unwrap();
+    let mut conn = db3(port);
     redis::cmd("DEL").arg(key).query::<()>(&mut conn).unwrap();
 }
 
@@ -215,40 +222,23 @@ fn redis_down_at_start_then_up() {
     };
     redis.kill();
     let ca = cfg(&redis, "a", 60);
-    ns.run(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let (ta, _ra) = mpsc::unbounded_channel();
-            // Starting never fails for want of Redis; reads say it is unavailable.
-            let mut a = RedisStore::start(ca, ta).unwrap();
-            assert!(a.load_all().is_err());
-            for i in 0..3 {
-                a.put(record("a", &format!("c{i}"), 0));
-            }
-            let t0 = Instant::now();
-            while a.stats.writes_failed.load(Ordering::Relaxed) == 0 {
-                assert!(
-                    t0.elapsed() < Duration::from_secs(10),
-                    "no failed write counted"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            redis.restart().unwrap();
-            wait_keys(redis.port, 3, "own calls written once Redis is up").await;
-        });
-    })
-    .unwrap();
+    block_on_in(&ns, move || async move {
+        let (ta, _ra) = mpsc::unbounded_channel();
+        // Starting never fails for want of Redis; reads say it is unavailable.
+        let mut a = RedisStore::start(ca, ta).unwrap();
+        assert!(a.load_all().is_err());
+        for i in 0..3 {
+            a.put(record("a", &format!("c{i}"), 0));
+        }
+        wait_failed_write(&a).await;
+        redis.restart().unwrap();
+        wait_keys(redis.port, 3, "own calls written once Redis is up").await;
+    });
 }
 
 /// Keys in db 3 on 127.0.0.1:`port`, read in the calling (namespace) thread.
 fn count_keys(port: u16) -> usize {
-    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/3")).unwrap();
-    let mut conn = c
-        .get_connection_with_timeout(Duration::from_secs(1))
-        .unwrap();
+    let mut conn = db3(port);
     let keys: Vec<String> = redis::cmd("KEYS").arg("t:call:*").query(&mut conn).unwrap();
     keys.len()
 }
@@ -271,8 +261,7 @@ fn corrupt_and_previous_version_records() {
         let port = redis.port;
         let (k, v) = (k.to_owned(), v.to_owned());
         ns.run(move || {
-            let c = redis::Client::open(format!("redis://127.0.0.1:{port}/3")).unwrap();
-            let mut conn = c.get_connection().unwrap();
+            let mut conn = db3(port);
             redis::cmd("SET")
                 .arg(k)
                 .arg(v)
@@ -282,29 +271,22 @@ fn corrupt_and_previous_version_records() {
         .unwrap();
     }
     let ca = cfg(&redis, "b", 60);
-    ns.run(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let (t, _r) = mpsc::unbounded_channel();
-            let mut b = RedisStore::start(ca, t).unwrap();
-            let l = b.load_all().unwrap();
-            assert_eq!(l.records.len(), 1);
-            assert_eq!(
-                (l.records[0].call_id.as_str(), l.records[0].epoch),
-                ("old", 0)
-            );
-            let mut kinds: Vec<_> = l
-                .refused
-                .iter()
-                .map(|(k, e)| (k.as_str(), e.kind()))
-                .collect();
-            kinds.sort();
-            assert_eq!(kinds, vec![("junk", "corrupt"), ("new", "version")]);
-            assert_eq!(b.stats.records_version.load(Ordering::Relaxed), 1);
-        });
-    })
-    .unwrap();
+    block_on_in(&ns, move || async move {
+        let (t, _r) = mpsc::unbounded_channel();
+        let mut b = RedisStore::start(ca, t).unwrap();
+        let l = b.load_all().unwrap();
+        assert_eq!(l.records.len(), 1);
+        assert_eq!(
+            (l.records[0].call_id.as_str(), l.records[0].epoch),
+            ("old", 0)
+        );
+        let mut kinds: Vec<_> = l
+            .refused
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.kind()))
+            .collect();
+        kinds.sort();
+        assert_eq!(kinds, vec![("junk", "corrupt"), ("new", "version")]);
+        assert_eq!(b.stats.records_version.load(Ordering::Relaxed), 1);
+    });
 }

@@ -8,13 +8,13 @@
 mod fastpath_table;
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use fastpath_table::{Case, Expect, cases, check_forwarded, entry, ifindex, sa, setup, table, v4};
+use fastpath_table::{
+    Case, Expect, cases, entry, ifindex, load_with_table, run_case, sa, setup, v4,
+};
 use relay_common::{
-    config::RelayConfig,
     stats::{Reason, Verdict},
     stream::{FLAG_SOURCE_ANY, Mismatch, StreamKey},
 };
-use relay_ctl::xdp::{Relay, read_totals};
 use relay_tests::{
     frames::{self, Vlan},
     netns::Netns,
@@ -62,60 +62,33 @@ fn tc_fast_path_table_under_prog_test_run() {
     let (failures, timings, insns) = ns
         .run(move || {
             let (ia, ib) = (ifindex(&a), ifindex(&b));
-            let mut relay = Relay::load(&RelayConfig {
-                port_min: 30_000,
-                port_max: 30_100,
-                flags: 0,
-            })
-            .unwrap();
-            relay.add_egress(ib).unwrap();
-            for (key, e) in table(ib) {
-                relay.reset_stream_counters(e.counter_slot).unwrap();
-                relay.insert_stream(StreamKey::from(sa(key)), e).unwrap();
-            }
+            let mut relay = load_with_table(ib);
             let mut failures = Vec::new();
             let mut timings = Vec::new();
             for case in cases().into_iter().map(on_tc) {
-                let before = read_totals(&relay.stats_map().unwrap()).unwrap();
-                let mut out = vec![0u8; case.frame.len() + 256];
-                let ctx = sk_buff(ia);
-                let res = relay
-                    .tc_program()
-                    .unwrap()
-                    .test_run(TestRunOptions {
-                        data_in: Some(&case.frame),
-                        data_out: Some(&mut out),
-                        ctx_in: Some(&ctx),
-                        ..TestRunOptions::default()
-                    })
-                    .unwrap_or_else(|e| panic!("{}: test_run: {e}", case.name));
-                let after = read_totals(&relay.stats_map().unwrap()).unwrap();
-                let out = &out[..res.data_size_out as usize];
-                if res.return_value != tc_action(case.reason.verdict()) {
+                let (action, effects) = run_case(&mut relay, &case, |relay, out| {
+                    let ctx = sk_buff(ia);
+                    relay
+                        .tc_program()
+                        .unwrap()
+                        .test_run(TestRunOptions {
+                            data_in: Some(&case.frame),
+                            data_out: Some(out),
+                            ctx_in: Some(&ctx),
+                            ..TestRunOptions::default()
+                        })
+                        .unwrap_or_else(|e| panic!("{}: test_run: {e}", case.name))
+                });
+                if action != tc_action(case.reason.verdict()) {
                     failures.push(format!(
                         "{}: TC action {}, want {} ({:?})",
                         case.name,
-                        res.return_value,
+                        action,
                         tc_action(case.reason.verdict()),
                         case.reason
                     ));
                 }
-                for r in Reason::ALL {
-                    let d = after.get(r).packets - before.get(r).packets;
-                    if d != u64::from(r == case.reason) {
-                        failures.push(format!("{}: slot {} moved by {d}", case.name, r.name()));
-                    }
-                }
-                match &case.expect {
-                    Expect::Unchanged => {
-                        if out != case.frame.as_slice() {
-                            failures.push(format!("{}: frame modified", case.name));
-                        }
-                    }
-                    Expect::Forwarded(fwd) => {
-                        failures.extend(check_forwarded(case.name, &case.frame, out, fwd));
-                    }
-                }
+                failures.extend(effects);
             }
             // ns/packet with `repeat`, on an entry whose rewrite leads back to itself.
             let rtp = frames::rtp_payload(5);

@@ -5,13 +5,11 @@
 mod fastpath_table;
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use fastpath_table::{Expect, cases, check_forwarded, entry, ifindex, sa, setup, table, v4, v6};
+use fastpath_table::{cases, entry, ifindex, load_with_table, run_case, sa, setup, v4, v6};
 use relay_common::{
-    config::RelayConfig,
     stats::{Reason, Verdict},
     stream::{FLAG_SOURCE_ANY, Mismatch, StreamKey},
 };
-use relay_ctl::xdp::{Relay, read_totals};
 use relay_tests::{
     frames::{self, Vlan, xdp_md},
     netns::Netns,
@@ -28,60 +26,33 @@ fn fast_path_table_under_prog_test_run() {
     let report = ns
         .run(move || {
             let (ia, ib) = (ifindex(&a), ifindex(&b));
-            let mut relay = Relay::load(&RelayConfig {
-                port_min: 30_000,
-                port_max: 30_100,
-                flags: 0,
-            })
-            .unwrap();
-            relay.add_egress(ib).unwrap();
+            let mut relay = load_with_table(ib);
             let d = Mismatch::Drop;
-            for (key, e) in table(ib) {
-                relay.reset_stream_counters(e.counter_slot).unwrap();
-                relay.insert_stream(StreamKey::from(sa(key)), e).unwrap();
-            }
             let mut failures = Vec::new();
             let mut timings = Vec::new();
             for case in cases() {
-                let before = read_totals(&relay.stats_map().unwrap()).unwrap();
-                let mut out = vec![0u8; case.frame.len() + 256];
-                let ctx = xdp_md(case.frame.len(), ia);
-                let res = relay
-                    .program()
-                    .unwrap()
-                    .test_run(TestRunOptions {
-                        data_in: Some(&case.frame),
-                        data_out: Some(&mut out),
-                        ctx_in: Some(&ctx),
-                        ..TestRunOptions::default()
-                    })
-                    .unwrap_or_else(|e| panic!("{}: test_run: {e}", case.name));
-                let after = read_totals(&relay.stats_map().unwrap()).unwrap();
-                let out = &out[..res.data_size_out as usize];
-                if Verdict::from_u32(res.return_value) != Some(case.reason.verdict()) {
+                let (verdict, effects) = run_case(&mut relay, &case, |relay, out| {
+                    let ctx = xdp_md(case.frame.len(), ia);
+                    relay
+                        .program()
+                        .unwrap()
+                        .test_run(TestRunOptions {
+                            data_in: Some(&case.frame),
+                            data_out: Some(out),
+                            ctx_in: Some(&ctx),
+                            ..TestRunOptions::default()
+                        })
+                        .unwrap_or_else(|e| panic!("{}: test_run: {e}", case.name))
+                });
+                if Verdict::from_u32(verdict) != Some(case.reason.verdict()) {
                     failures.push(format!(
                         "{}: verdict {}, want {:?}",
                         case.name,
-                        res.return_value,
+                        verdict,
                         case.reason.verdict()
                     ));
                 }
-                for r in Reason::ALL {
-                    let d = after.get(r).packets - before.get(r).packets;
-                    if d != u64::from(r == case.reason) {
-                        failures.push(format!("{}: slot {} moved by {d}", case.name, r.name()));
-                    }
-                }
-                match case.expect {
-                    Expect::Unchanged => {
-                        if out != case.frame.as_slice() {
-                            failures.push(format!("{}: frame modified", case.name));
-                        }
-                    }
-                    Expect::Forwarded(fwd) => {
-                        failures.extend(check_forwarded(case.name, &case.frame, out, &fwd));
-                    }
-                }
+                failures.extend(effects);
                 if matches!(
                     case.reason,
                     Reason::RedirectForward

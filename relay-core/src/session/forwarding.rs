@@ -142,6 +142,31 @@ impl Sessions {
         Ok(LatchOutcome { accepted, entries })
     }
 
+    /// Closes the learning windows that ended by `now`; the calls returned have new entries
+    /// (their other sources are now refused in the fast path while the latch is active).
+    pub fn end_learning(&mut self, now: Instant) -> Vec<String> {
+        let mut ended = Vec::new();
+        for (call_id, call) in &mut self.calls {
+            let mut any = false;
+            for side in [Side::Offerer, Side::Answerer] {
+                for mono in call[side].remotes.values_mut() {
+                    for rs in &mut mono.streams {
+                        for until in &mut rs.learning_until {
+                            if until.is_some_and(|u| u <= now) {
+                                *until = None;
+                                any = true;
+                            }
+                        }
+                    }
+                }
+            }
+            if any {
+                ended.push(call_id.clone());
+            }
+        }
+        ended
+    }
+
     fn accept_unlatched(&self, call_id: &str) -> Result<LatchOutcome, SessionError> {
         Ok(LatchOutcome {
             accepted: true,
@@ -263,10 +288,16 @@ impl Sessions {
             };
             let mut push = |port: u16, component: Component, rtcp_rewrite: Option<Rewrite>| {
                 if let (Some(src), Some(rewrite)) = (source(component), dest(component)) {
+                    // While the learning window is open the daemon must see other sources:
+                    // one may be a better match that takes the latch over.
+                    let learning = sent.learning_until[component.index()].is_some();
                     out.push(ForwardingEntry {
                         local: SocketAddr::new(bind_in, port),
                         expected_source: src,
-                        mismatch: policy,
+                        mismatch: match policy {
+                            MismatchPolicy::Handover if learning => MismatchPolicy::Userspace,
+                            p => p,
+                        },
                         stream: in_stream.id,
                         component,
                         rewrite,

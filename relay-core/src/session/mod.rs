@@ -254,19 +254,18 @@ impl Sessions {
         from_tag: Option<&str>,
         to_tag: Option<&str>,
     ) -> Result<(), SessionError> {
-        let call = self
-            .calls
-            .get(call_id)
-            .ok_or_else(|| SessionError::UnknownCall(call_id.to_owned()))?;
+        let call = self.known_call(call_id)?;
         for tag in from_tag.iter().chain(to_tag.iter()) {
-            if call.side_of(tag).is_none() {
-                return Err(SessionError::UnknownTag {
-                    call_id: call_id.to_owned(),
-                    tag: (*tag).to_owned(),
-                });
-            }
+            side_of_tag(call, call_id, tag)?;
         }
         Ok(())
+    }
+
+    /// The call `call_id`, or `UnknownCall`.
+    fn known_call(&self, call_id: &str) -> Result<&Call, SessionError> {
+        self.calls
+            .get(call_id)
+            .ok_or_else(|| SessionError::UnknownCall(call_id.to_owned()))
     }
 
     /// Deletes a whole call, or with `to_tag` one fork of it while other forks remain. Returns
@@ -368,4 +367,12 @@ impl Sessions {
     pub fn component_of(&self, local: SocketAddr) -> Option<Component> {
         self.endpoints.get(&local).map(|e| e.component)
     }
+}
+
+/// The side of `call` that `tag` belongs to, or `UnknownTag`.
+fn side_of_tag(call: &Call, call_id: &str, tag: &str) -> Result<Side, SessionError> {
+    call.side_of(tag).ok_or_else(|| SessionError::UnknownTag {
+        call_id: call_id.to_owned(),
+        tag: tag.to_owned(),
+    })
 }

@@ -144,7 +144,9 @@ impl CallSide {
         self.remotes.get(self.active.as_deref()?)
     }
 
-    pub fn activate(&mut self, tag: &str) {
+    /// What the remote party `tag` signalled now; it becomes the active fork.
+    pub fn set_active(&mut self, tag: &str, mono: Monologue) {
+        self.remotes.insert(tag.to_owned(), mono);
         self.recent.retain(|t| t != tag);
         self.recent.push(tag.to_owned());
         self.active = Some(tag.to_owned());

@@ -10,7 +10,7 @@ use super::model::{
     same_endpoint,
 };
 use super::options::{AnswerOptions, Flags, IceOption, OfferOptions, RtcpMuxOption};
-use super::{Negotiated, SessionError, Sessions};
+use super::{Negotiated, SessionError, Sessions, side_of_tag};
 use crate::forwarding::{MismatchPolicy, StreamId};
 use crate::latch::choose_mode;
 use crate::sdp::{Sdp, SessionDesc};
@@ -37,12 +37,7 @@ impl Sessions {
         // The side the offer comes from: the first offerer's, unless the answerer re-offers.
         let from = match existing {
             None => Side::Offerer,
-            Some(c) => c
-                .side_of(from_tag)
-                .ok_or_else(|| SessionError::UnknownTag {
-                    call_id: call_id.to_owned(),
-                    tag: from_tag.to_owned(),
-                })?,
+            Some(c) => side_of_tag(c, call_id, from_tag)?,
         };
         let to = from.other();
         let mut call = match existing {
@@ -98,17 +93,11 @@ impl Sessions {
             opts.received_from,
             opts.source_mismatch,
         );
-        call[from].remotes.insert(from_tag.to_owned(), mono);
-        call[from].activate(from_tag);
+        call[from].set_active(from_tag, mono);
 
         let mux: Vec<bool> = call[to].streams.iter().map(|st| st.mux_offered).collect();
         let out = self.rewrite(&mut sdp, &desc, &call, to, opts.replace, &mux);
-        self.commit(&txn);
-        self.calls.insert(call_id.to_owned(), call);
-        Ok(Negotiated {
-            sdp: out,
-            update: self.reindex(call_id),
-        })
+        Ok(self.conclude(call_id, call, &txn, out))
     }
 
     /// The answer of `to_tag` to the offer of `from_tag`: returns the SDP to send to the offerer.
@@ -122,17 +111,9 @@ impl Sessions {
         opts: &AnswerOptions,
     ) -> Result<Negotiated, SessionError> {
         let (mut sdp, desc) = self.parse_within_limits(sdp_text)?;
-        let existing = self
-            .calls
-            .get(call_id)
-            .ok_or_else(|| SessionError::UnknownCall(call_id.to_owned()))?;
+        let existing = self.known_call(call_id)?;
         // `offerer`: the side the answered offer came from; `answerer`: the other one.
-        let offerer = existing
-            .side_of(from_tag)
-            .ok_or_else(|| SessionError::UnknownTag {
-                call_id: call_id.to_owned(),
-                tag: from_tag.to_owned(),
-            })?;
+        let offerer = side_of_tag(existing, call_id, from_tag)?;
         let answerer = offerer.other();
         let mut call = existing.clone();
         let want = call[answerer].streams.len();
@@ -216,16 +197,21 @@ impl Sessions {
             opts.received_from,
             opts.source_mismatch,
         );
-        call[answerer].remotes.insert(to_tag.to_owned(), mono);
-        call[answerer].activate(to_tag);
+        call[answerer].set_active(to_tag, mono);
         let mux: Vec<bool> = call[offerer].streams.iter().map(|st| st.mux).collect();
         let out = self.rewrite(&mut sdp, &desc, &call, offerer, opts.replace, &mux);
-        self.commit(&txn);
+        Ok(self.conclude(call_id, call, &txn, out))
+    }
+
+    /// The end of an offer or answer, once nothing can fail: the ports taken are committed, the
+    /// call is stored and re-indexed, and `sdp` goes on.
+    fn conclude(&mut self, call_id: &str, call: Call, txn: &PortTxn, sdp: String) -> Negotiated {
+        self.commit(txn);
         self.calls.insert(call_id.to_owned(), call);
-        Ok(Negotiated {
-            sdp: out,
+        Negotiated {
+            sdp,
             update: self.reindex(call_id),
-        })
+        }
     }
 
     /// Parses an SDP body that is within [`super::Limits`].

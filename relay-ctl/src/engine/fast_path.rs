@@ -11,7 +11,10 @@ use relay_common::stream::{
     Endpoint, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, Mismatch, StreamCounters,
     StreamEntry, StreamKey,
 };
-use relay_core::forwarding::{ForwardingEntry, MismatchPolicy, diff};
+use relay_core::{
+    forwarding::{ForwardingEntry, MismatchPolicy, diff},
+    session::LatchTimers,
+};
 
 use crate::xdp::{Totals, XdpError};
 
@@ -42,7 +45,7 @@ pub trait FastPath {
 }
 
 /// A change to the fast path's maps, held until the state that explains it is durable.
-enum MapOp {
+pub(crate) enum MapOp {
     Remove(StreamKey),
     ResetCounters(u32),
     Insert(StreamKey, StreamEntry),
@@ -63,6 +66,8 @@ pub struct StreamTable {
     /// Endpoints whose media the daemon must see (SRTP conversion): their entries are applied
     /// (latching and rewrites use them) but never put into the map.
     held: HashSet<SocketAddr>,
+    /// The latch handover interval as the fast path reads it (tenths of a second).
+    handover_ds: u8,
 }
 
 impl StreamTable {
@@ -84,7 +89,14 @@ impl StreamTable {
             // Slot 0 stays unused so a zeroed entry never counts into a live stream.
             free_slots: (1..capacity).rev().filter(|s| !taken.contains(s)).collect(),
             tos: HashMap::new(),
+            handover_ds: handover_ds(LatchTimers::default().handover_after),
         })
+    }
+
+    /// The silence after which another source may take a latch over (entries installed from
+    /// now on carry it).
+    pub fn set_handover_after(&mut self, after: std::time::Duration) {
+        self.handover_ds = handover_ds(after);
     }
 
     pub fn get(&self, local: &SocketAddr) -> Option<&ForwardingEntry> {
@@ -203,7 +215,7 @@ impl StreamTable {
         let tos = self.tos.get(call_id).copied();
         self.pending.push(MapOp::Insert(
             StreamKey::from(e.local),
-            stream_entry(e, slot, tos),
+            stream_entry(e, slot, tos, self.handover_ds),
         ));
     }
 
@@ -212,10 +224,21 @@ impl StreamTable {
         !self.pending.is_empty()
     }
 
-    /// Applies the held changes to the maps, in order. A failed insert leaves that stream to
-    /// the daemon (a full map degrades speed, not service).
+    /// Applies the held changes to the maps, in order.
     pub fn flush(&mut self) {
-        for op in std::mem::take(&mut self.pending) {
+        let ops = self.take_pending();
+        self.apply_ops(ops);
+    }
+
+    /// The held changes, for a commit whose journal write is still in flight.
+    pub(crate) fn take_pending(&mut self) -> Vec<MapOp> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Applies changes taken by [`StreamTable::take_pending`], in order. A failed insert leaves
+    /// that stream to the daemon (a full map degrades speed, not service).
+    pub(crate) fn apply_ops(&mut self, ops: Vec<MapOp>) {
+        for op in ops {
             match op {
                 MapOp::Remove(key) => {
                     if let Err(err) = self.fast_path.remove(&key) {
@@ -264,7 +287,12 @@ impl StreamTable {
 }
 
 /// A forwarding entry in the XDP program's layout.
-fn stream_entry(e: &ForwardingEntry, slot: u32, tos: Option<u8>) -> StreamEntry {
+/// Tenths of a second, rounded up, at most 25.5 s.
+fn handover_ds(after: std::time::Duration) -> u8 {
+    u8::try_from(after.as_millis().div_ceil(100)).unwrap_or(u8::MAX)
+}
+
+fn stream_entry(e: &ForwardingEntry, slot: u32, tos: Option<u8>, handover_ds: u8) -> StreamEntry {
     let (mut flags, expected) = match e.expected_source {
         Some(a) => (0, Endpoint::from(a)),
         None => (FLAG_SOURCE_ANY, Endpoint::default()),
@@ -287,12 +315,14 @@ fn stream_entry(e: &ForwardingEntry, slot: u32, tos: Option<u8>) -> StreamEntry 
         flags,
         mismatch: match e.mismatch {
             MismatchPolicy::Drop => Mismatch::Drop,
-            // The daemon decides handovers (see Engine::media) until the fast path can.
-            MismatchPolicy::Userspace | MismatchPolicy::Handover => Mismatch::Userspace,
+            MismatchPolicy::Userspace => Mismatch::Userspace,
+            // Injected media is dropped here while the latched source is active; the daemon
+            // sees the rest (Engine::media decides a rebinding with the session's timers).
+            MismatchPolicy::Handover => Mismatch::Handover,
             MismatchPolicy::Forward => Mismatch::Forward,
         } as u8,
         tos: tos.unwrap_or(0),
-        _pad: 0,
+        handover_ds,
         counter_slot: slot,
         egress_ifindex: 0,
         rtcp_src,

@@ -44,6 +44,7 @@ use relay_core::{
     session::{CallUpdate, Config as SessionConfig, IceLeg, Sessions},
 };
 pub use sockets::RelaySockets;
+pub use state::{JournalWrite, Release};
 pub use timeouts::SWEEP_INTERVAL;
 
 use self::{
@@ -167,6 +168,7 @@ impl Engine {
         let mut calls: Vec<(String, u64)> = Vec::new();
         let mut slots: Vec<(SocketAddr, u32)> = Vec::new();
         let mut crypto = Vec::new();
+        let mut names = Vec::new();
         let mut sessions = match restored {
             Restored::Nothing => Sessions::new(scfg)?,
             Restored::Legacy(LegacySaved {
@@ -188,6 +190,9 @@ impl Engine {
                         Ok(_) => {
                             if let Some(k) = c.crypto {
                                 crypto.push((call_id.clone(), k));
+                            }
+                            if let Some(n) = c.names {
+                                names.push((call_id.clone(), n));
                             }
                             calls.push((call_id, c.created));
                             slots.extend(c.slots);
@@ -233,6 +238,12 @@ impl Engine {
             compat: compat::Compat::new(now.instant),
             ha: None,
         };
+        engine.apply_latch_handover();
+        // Before the entries are re-applied: they carry the call's TOS.
+        for (call_id, n) in names {
+            engine.table.set_tos(&call_id, n.tos);
+            engine.compat.names.insert(call_id, n);
+        }
         for (call_id, created) in calls {
             let created = state::from_epoch(created);
             engine.meta.insert(
@@ -484,10 +495,24 @@ impl Engine {
         }
     }
 
-    /// A reload's new timeouts (media, silent, final); they apply from the next sweep.
+    /// The configured latch handover, to the sessions (the daemon's decision) and the stream
+    /// table (the fast path's, in entries installed from now on).
+    fn apply_latch_handover(&mut self) {
+        self.sessions
+            .set_latch_timers(relay_core::session::LatchTimers {
+                handover_after: self.cfg.latch_handover,
+                ..Default::default()
+            });
+        self.table.set_handover_after(self.cfg.latch_handover);
+    }
+
+    /// A reload's new timeouts (media, silent, final) and latch handover; they apply from the
+    /// next sweep and to entries installed from then on.
     pub fn set_timeouts(&mut self, cfg: &Config) {
         self.cfg.media_timeout = cfg.media_timeout;
         self.cfg.silent_timeout = cfg.silent_timeout;
+        self.cfg.latch_handover = cfg.latch_handover;
+        self.apply_latch_handover();
         self.cfg.final_timeout = cfg.final_timeout;
     }
 

@@ -57,6 +57,16 @@ impl Engine {
         if now.instant >= self.timers.next_sweep {
             self.timers.next_sweep = now.instant + SWEEP_INTERVAL;
             self.expire_idle_calls(now);
+            self.end_learning_windows(now);
+        }
+    }
+
+    /// Latches whose learning window ended get entries that refuse other sources in the fast
+    /// path (within a sweep interval of the window's end).
+    fn end_learning_windows(&mut self, now: Now) {
+        for call_id in self.sessions.end_learning(now.instant) {
+            let entries = self.sessions.call_entries(&call_id);
+            self.table.apply(&call_id, entries);
         }
     }
 

@@ -327,6 +327,26 @@ pub fn cases() -> Vec<Case> {
                 ..fwd_to_b("[fd10:2::1]:30087", "[fd10:2::2]:5000")
             }),
         },
+        // Secure latching in the fast path: these three run in this order (the first sets
+        // the latched source's last-seen time that the second is judged by).
+        Case {
+            name: "handover policy, the latched source forwards",
+            frame: v4(Vlan::None, "10.10.1.2:4000", "10.10.1.1:30074", &rtp),
+            reason: Reason::RedirectForward,
+            expect: to_b("10.10.2.1:30075", "10.10.2.2:5000"),
+        },
+        Case {
+            name: "handover policy, another source while the latched one is active: dropped",
+            frame: v4(Vlan::None, "10.10.1.66:4000", "10.10.1.1:30074", &rtp),
+            reason: Reason::DropSourceMismatch,
+            expect: Expect::Unchanged,
+        },
+        Case {
+            name: "handover policy, another source after the latched one went silent: daemon",
+            frame: v4(Vlan::None, "10.10.1.66:4000", "10.10.1.1:30076", &rtp),
+            reason: Reason::PassSourceMismatch,
+            expect: Expect::Unchanged,
+        },
     ]
 }
 
@@ -512,6 +532,28 @@ pub fn table(ib: u32) -> Vec<(&'static str, StreamEntry)> {
                     FLAG_SET_TOS,
                 )
             },
+        ),
+        (
+            "10.10.1.1:30074",
+            entry(
+                30,
+                "10.10.1.2:4000",
+                "10.10.2.1:30075",
+                "10.10.2.2:5000",
+                Mismatch::Handover,
+                0,
+            ),
+        ),
+        (
+            "10.10.1.1:30076",
+            entry(
+                31,
+                "10.10.1.2:4000",
+                "10.10.2.1:30077",
+                "10.10.2.2:5000",
+                Mismatch::Handover,
+                0,
+            ),
         ),
     ]
 }

@@ -11,11 +11,14 @@ pub use cases::{cases, table};
 
 use std::net::SocketAddr;
 
+use aya::programs::TestRunResult;
 use etherparse::{LinkExtHeader, LinkHeader, NetHeaders, PacketHeaders, TransportHeader};
 use relay_common::{
+    config::RelayConfig,
     stats::Reason,
-    stream::{Endpoint, Mismatch, StreamEntry},
+    stream::{Endpoint, Mismatch, StreamEntry, StreamKey},
 };
+use relay_ctl::xdp::{Relay, read_totals};
 use relay_tests::{
     frames::{self, Vlan},
     netns::Netns,
@@ -46,7 +49,7 @@ pub fn entry(
         flags,
         mismatch: mismatch as u8,
         tos: 0,
-        _pad: 0,
+        handover_ds: 20,
         counter_slot: slot,
         egress_ifindex: 0,
         rtcp_src: Endpoint::default(),
@@ -295,4 +298,55 @@ pub fn setup(ns: &Netns, p: &str) -> (String, String) {
 
 pub fn ifindex(name: &str) -> u32 {
     relay_ctl::xdp::ifindex(name).unwrap_or_else(|| panic!("no device {name}"))
+}
+
+/// The relay program (ports 30000-30100) with the table's entries installed and `egress`
+/// registered for redirects.
+pub fn load_with_table(egress: u32) -> Relay {
+    let mut relay = Relay::load(&RelayConfig {
+        port_min: 30_000,
+        port_max: 30_100,
+        flags: 0,
+    })
+    .unwrap();
+    relay.add_egress(egress).unwrap();
+    for (key, e) in table(egress) {
+        relay.reset_stream_counters(e.counter_slot).unwrap();
+        relay.insert_stream(StreamKey::from(sa(key)), e).unwrap();
+    }
+    relay
+}
+
+/// Runs one case through `run` (BPF_PROG_TEST_RUN of the case's frame into the buffer it is
+/// given) with the verdict counters read around it. Returns the program's return value, for the
+/// caller to judge by its hook, and every other fault: a slot other than the case's reason moved,
+/// or the output frame is not the expected one.
+pub fn run_case(
+    relay: &mut Relay,
+    case: &Case,
+    run: impl FnOnce(&mut Relay, &mut [u8]) -> TestRunResult,
+) -> (u32, Vec<String>) {
+    let before = read_totals(&relay.stats_map().unwrap()).unwrap();
+    let mut out = vec![0u8; case.frame.len() + 256];
+    let res = run(relay, &mut out);
+    let after = read_totals(&relay.stats_map().unwrap()).unwrap();
+    let out = &out[..res.data_size_out as usize];
+    let mut failures = Vec::new();
+    for r in Reason::ALL {
+        let d = after.get(r).packets - before.get(r).packets;
+        if d != u64::from(r == case.reason) {
+            failures.push(format!("{}: slot {} moved by {d}", case.name, r.name()));
+        }
+    }
+    match &case.expect {
+        Expect::Unchanged => {
+            if out != case.frame.as_slice() {
+                failures.push(format!("{}: frame modified", case.name));
+            }
+        }
+        Expect::Forwarded(fwd) => {
+            failures.extend(check_forwarded(case.name, &case.frame, out, fwd));
+        }
+    }
+    (res.return_value, failures)
 }

@@ -221,3 +221,39 @@ fn injected_media_never_reaches_the_callee_and_a_nat_rebinding_still_moves_the_l
     let e = h.entry(a_ep).unwrap();
     assert_eq!(e.expected, relay_common::stream::Endpoint::from(rebound));
 }
+
+/// Secure latching moves into the fast path once the learning window has closed: until then
+/// the daemon sees other sources (a better match may take the latch), after it the map entry
+/// itself refuses them while the latched source talks.
+#[test]
+fn the_fast_path_refuses_other_sources_once_the_learning_window_closes() {
+    use relay_common::stream::Mismatch;
+    let mut h = Harness::new();
+    let (a_ep, _) = natted_call(&mut h);
+    h.packet(a_ep, sa("203.0.113.77:40000"), &rtp(1));
+    let mismatch = |h: &Harness| h.entry(a_ep).unwrap().mismatch;
+    assert_eq!(mismatch(&h), Mismatch::Userspace as u8, "learning");
+    h.advance(Duration::from_secs(5));
+    assert_eq!(mismatch(&h), Mismatch::Handover as u8, "learnt");
+    assert_eq!(h.entry(a_ep).unwrap().handover_ds, 20, "2 s, in tenths");
+}
+
+/// `latch-handover` reaches both deciders: the daemon's latch and the fast path's entries.
+#[test]
+fn a_configured_latch_handover_applies_to_the_daemon_and_the_entries() {
+    let mut h = Harness::new();
+    let mut cfg = h.engine.cfg.clone();
+    cfg.latch_handover = Duration::from_millis(500);
+    h.engine.set_timeouts(&cfg);
+    let (a_ep, _) = natted_call(&mut h);
+    h.packet(a_ep, sa("203.0.113.77:40000"), &rtp(1));
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.entry(a_ep).unwrap().handover_ds, 5, "0.5 s, in tenths");
+    h.packet(a_ep, sa("203.0.113.77:40000"), &rtp(2));
+    h.advance(Duration::from_millis(600));
+    h.sent();
+    // Silent for 0.6 s: more than 0.5 s (less than the default 2 s), a rebinding takes over.
+    let rebound = sa("203.0.113.77:40002");
+    h.packet(a_ep, rebound, &rtp(2));
+    assert_eq!(h.sent().len(), 1, "handed over after 0.5 s of silence");
+}

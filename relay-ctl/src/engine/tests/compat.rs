@@ -85,6 +85,31 @@ fn tos_is_written_into_the_call_entries_and_follows_changes() {
 }
 
 #[test]
+fn tos_labels_and_branches_survive_a_crash() {
+    let mut h = Harness::new();
+    let to_b = h.ok_sdp(offer(
+        "t",
+        plain(A, 4000),
+        json!({"TOS": 184, "label": "caller", "via-branch": "z9hG4bK1"}),
+    ));
+    let to_a = h.ok_sdp(answer("t", plain(B, 5000), json!({"TOS": -1})));
+    let (ra, rb) = (relay(media_port(&to_a)), relay(media_port(&to_b)));
+    h.packet(ra, sa(&format!("{A}:4000")), &rtp(1));
+    h.packet(rb, sa(&format!("{B}:5000")), &rtp(1));
+    super::state::crash_and_restart(&mut h);
+    for local in [ra, rb] {
+        let e = h.entry(local).expect("entry re-applied after the crash");
+        assert!(e.flags & FLAG_SET_TOS != 0 && e.tos == 184, "{e:?}");
+    }
+    let names = &h.engine.compat.names["t"];
+    assert_eq!(names.labels.get("A").map(String::as_str), Some("caller"));
+    assert_eq!(
+        names.branches.get("A").map(String::as_str),
+        Some("z9hG4bK1")
+    );
+}
+
+#[test]
 fn the_session_limit_refuses_new_calls_only() {
     let mut h = Harness::new();
     h.engine.cfg.max_sessions = Some(1);

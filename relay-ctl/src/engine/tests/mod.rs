@@ -156,6 +156,7 @@ impl Harness {
             final_timeout: Duration::ZERO,
             max_streams: CAPACITY,
             max_sessions: None,
+            latch_handover: std::time::Duration::from_secs(2),
             ice_default: "default".into(),
             latching: "auto".into(),
             ng_listen: "127.0.0.1:2223".parse().unwrap(),

@@ -18,7 +18,7 @@ fn plain_call(h: &mut Harness, call_id: &str, a_port: u16) -> (SocketAddr, Socke
 }
 
 /// A daemon killed with SIGKILL: nothing runs on the way out, the pinned table stays.
-fn crash_and_restart(h: &mut Harness) {
+pub(super) fn crash_and_restart(h: &mut Harness) {
     let sockets = Rc::new(RefCell::new(SocketState::default()));
     let cfg = h.engine.cfg.clone();
     let fresh = Engine::new(
@@ -113,4 +113,46 @@ fn a_deleted_call_stays_deleted_after_a_crash() {
     assert!(!h.engine.meta.contains_key("c"));
     assert_eq!(h.entry(a_ep), None);
     assert!(h.sockets.borrow().bound.is_empty());
+}
+
+/// The daemon's pipelined commit: a change handled while a write is in flight is neither in
+/// that write nor released by it; each write releases exactly its own map changes.
+#[test]
+fn a_change_made_while_a_write_is_in_flight_waits_for_its_own_write() {
+    let mut h = Harness::new();
+    let (a_ep, b_ep) = plain_call(&mut h, "c", 4000);
+    let latch = |h: &mut Harness, local: SocketAddr, source: &str| {
+        h.engine.handle_inbound(
+            h.now,
+            Inbound {
+                local,
+                source: sa(source),
+                data: rtp(1),
+            },
+        )
+    };
+    latch(&mut h, a_ep, "198.51.100.10:4000");
+    let (first, first_release) = h.engine.begin_commit();
+    let first = first.expect("the latch changed the call: a write");
+    // While the first write syncs, B's side latches.
+    latch(&mut h, b_ep, "198.51.100.20:5000");
+    assert!(!h.engine.nothing_to_write());
+    first.run().unwrap();
+    h.engine.finish_commit(Some(Ok(())), first_release);
+    assert!(
+        h.entry(a_ep).is_some(),
+        "the first write released its entry"
+    );
+    assert_eq!(
+        h.entry(b_ep),
+        None,
+        "the second change waits for its own write"
+    );
+    crash_and_restart(&mut h);
+    assert!(h.entry(a_ep).is_some(), "what was released is durable");
+    assert_eq!(
+        h.entry(b_ep),
+        None,
+        "what was never written never reached the map"
+    );
 }

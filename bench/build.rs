@@ -1,0 +1,1 @@
+include!("../relay-ebpf/build_for_host.rs");
