@@ -6,6 +6,7 @@
 pub(crate) static BENCH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench"));
 
+mod ha;
 mod peers;
 mod pktgen;
 mod report;
@@ -53,6 +54,10 @@ struct Args {
     /// Shorter trials and fewer search steps (a smoke run; numbers are rougher).
     #[arg(long)]
     quick: bool,
+    /// Only the HA figures (failover gap, calls preserved, NG rate with Redis off and on),
+    /// written to ha.md.
+    #[arg(long)]
+    ha: bool,
     /// Where the table and plot go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -150,6 +155,14 @@ fn run() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("run as root: the bench creates network namespaces and loads XDP");
+    }
+    if args.ha {
+        return ha::run(
+            &args.out,
+            args.quick,
+            format!("{}, {} CPUs", cpu_model(), topo::cpus()),
+            cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        );
     }
     // Short trials, several per step: on a shared virtual machine the vCPU running the relay
     // stalls now and then for longer than a 256-frame veth ring lasts, whatever the rate; the

@@ -24,8 +24,9 @@ use crate::{
 /// Bound on queued relay-port datagrams: a flood of unknown-stream packets fills this queue
 /// and the kernel drops the rest, while NG requests keep their own socket and get served.
 const INBOUND_QUEUE: usize = 4096;
-/// How often the host's addresses are read for the automatic takeover (getifaddrs).
-const ADDRESS_POLL: Duration = Duration::from_millis(200);
+/// The automatic takeover follows netlink address events; reading the host's addresses whole
+/// this often is only a safety net (a lost event, a watch that could not start).
+const ADDRESS_POLL: Duration = Duration::from_secs(5);
 /// NG requests read in one go at most, besides the one that woke the loop.
 const NG_BATCH: usize = 63;
 
@@ -64,6 +65,13 @@ pub async fn run(
     let mut remote = engine.take_remote_events();
     let mut addr_poll = tokio::time::interval(ADDRESS_POLL);
     addr_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut addr_events = if engine.ha_enabled() {
+        crate::state::host_addrs::watch()
+            .map_err(|e| tracing::warn!(error = %e, "no netlink address watch: the automatic takeover reads the host's addresses every {ADDRESS_POLL:?} instead"))
+            .ok()
+    } else {
+        None
+    };
 
     let (mreq_tx, mut mreq_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
     if let Some(addr) = cfg.metrics_listen {
@@ -97,6 +105,19 @@ pub async fn run(
                 notify(&state);
                 apply_reload(&mut cfg, &mut reload, &mut engine);
                 notify(&[NotifyState::Ready]);
+            }
+            Some(change) = async {
+                match addr_events.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut changes = vec![change];
+                while let Some(Ok(c)) = addr_events.as_mut().map(|r| r.try_recv()) {
+                    changes.push(c);
+                }
+                engine.address_changes(now(), changes);
+                commits.advance(&mut engine, &ng).await;
             }
             Some(written) = done_rx.recv() => {
                 commits.write_done(&mut engine, &ng, written).await;

@@ -16,7 +16,7 @@
 use std::{
     net::{SocketAddr, UdpSocket},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -301,6 +301,163 @@ impl MediaRun {
 }
 
 impl Drop for MediaRun {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Per call, the media gap across a failover (the longer of the two directions; None when a
+/// direction got nothing after `before`), and how many calls had media both ways in the last
+/// 500 ms before `end`. `aa`/`ab`: arrivals at the callers' and the callees' sockets, call by call.
+pub fn resumption(
+    aa: &Arrivals,
+    ab: &Arrivals,
+    before: Instant,
+    end: Instant,
+) -> (Vec<Option<Duration>>, usize) {
+    let settled = end - Duration::from_millis(500);
+    let n = aa.0.len().min(ab.0.len());
+    let resumed = (0..n)
+        .filter(|i| aa.0[*i].iter().any(|x| *x > settled) && ab.0[*i].iter().any(|x| *x > settled))
+        .count();
+    let gaps = aa
+        .gaps(before, end)
+        .into_iter()
+        .zip(ab.gaps(before, end))
+        .map(|(x, y)| Some(x?.max(y?)))
+        .collect();
+    (gaps, resumed)
+}
+
+/// What a failover did to the calls' media.
+pub struct Failover {
+    /// Per call that got media both ways after the failure began, its longest gap.
+    pub gaps: Vec<Duration>,
+    /// Calls with media both ways at the end.
+    pub resumed: usize,
+    /// The callers' legs back (for consent checks).
+    pub callers: Vec<Leg>,
+}
+
+/// Runs RTP every `tick` on every leg, fails relay `from` over to `to` after 1.5 s (SIGKILL,
+/// its links down, `addr` moved), waits 4 s and says how the calls fared. Panics if a call had
+/// no media before the failure.
+pub fn fail_over_with_media(
+    t: &HaTopology,
+    daemons: &mut [crate::daemon::Daemon; 2],
+    legs: Vec<(Leg, Leg)>,
+    addr: &str,
+    (from, to): (usize, usize),
+    tick: Duration,
+) -> Result<Failover> {
+    let n = legs.len();
+    let (a, b): (Vec<Leg>, Vec<Leg>) = legs.into_iter().unzip();
+    let limit = Duration::from_secs(30);
+    let (ra, rb) = (
+        MediaRun::start(a, tick, limit),
+        MediaRun::start(b, tick, limit),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let t_fail = Instant::now();
+    daemons[from].kill()?;
+    t.fail_over(addr, from, to, true)?;
+    // Bounded: resumption is judged from the arrival times.
+    std::thread::sleep(Duration::from_secs(4));
+    let end = Instant::now();
+    let ((aa, callers), (ab, _)) = (ra.finish(), rb.finish());
+    let before = t_fail - Duration::from_millis(500);
+    anyhow::ensure!(
+        aa.alive_after(before) == n && ab.alive_after(before) == n,
+        "not every call's media flowed before the failure ({} / {} of {n})",
+        aa.alive_after(before),
+        ab.alive_after(before)
+    );
+    let (gaps, resumed) = resumption(&aa, &ab, before, end);
+    Ok(Failover {
+        gaps: gaps.into_iter().flatten().collect(),
+        resumed,
+        callers,
+    })
+}
+
+/// RTP from one socket to several relay endpoints (one per call) every `interval`, and what the
+/// socket receives timestamped per call by its source (the relay endpoint), until stopped;
+/// bounded by `limit`. For sipp-driven calls, whose scenarios announce one port per side. Calls
+/// can be added while it runs ([`FanRun::add`]).
+pub struct FanRun {
+    stop: Arc<AtomicBool>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    handle: Option<std::thread::JoinHandle<(Arrivals, UdpSocket)>>,
+}
+
+impl FanRun {
+    pub fn start(
+        sock: UdpSocket,
+        peers: Vec<SocketAddr>,
+        interval: Duration,
+        limit: Duration,
+    ) -> FanRun {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peers = Arc::new(Mutex::new(peers));
+        let (flag, list) = (stop.clone(), peers.clone());
+        let handle = std::thread::spawn(move || {
+            sock.set_nonblocking(true).expect("nonblocking");
+            let mut arrivals: Vec<Vec<Instant>> = Vec::new();
+            let t0 = Instant::now();
+            let mut next = t0;
+            let mut seq: u16 = 0;
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) && t0.elapsed() < limit {
+                let peers = list.lock().expect("peer list").clone();
+                arrivals.resize(peers.len(), Vec::new());
+                if Instant::now() >= next {
+                    let pkt = crate::frames::rtp_payload(seq);
+                    for p in &peers {
+                        let _ = sock.send_to(&pkt, p);
+                    }
+                    seq = seq.wrapping_add(1);
+                    next += interval;
+                }
+                // Bounded per round: a flood cannot hold the sender back.
+                for _ in 0..256 {
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, from)) if n > 0 && buf[0] >= 128 => {
+                            if let Some(i) = peers.iter().position(|p| *p == from) {
+                                arrivals[i].push(Instant::now());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            (Arrivals(arrivals), sock)
+        });
+        FanRun {
+            stop,
+            peers,
+            handle: Some(handle),
+        }
+    }
+
+    /// More calls: their arrivals follow the first ones' in [`Arrivals`], in this order.
+    pub fn add(&self, more: impl IntoIterator<Item = SocketAddr>) {
+        self.peers.lock().expect("peer list").extend(more);
+    }
+
+    /// Stops; the arrival times per peer and the socket back.
+    pub fn finish(mut self) -> (Arrivals, UdpSocket) {
+        self.stop.store(true, Ordering::Relaxed);
+        let h = self.handle.take().expect("joined once");
+        h.join().expect("media thread")
+    }
+}
+
+impl Drop for FanRun {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {

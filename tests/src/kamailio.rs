@@ -195,7 +195,7 @@ pub fn start_kamailio(ns: &Netns, dir: &Workdir, values: &[(&str, &str)]) -> Res
     Proc::spawn("kamailio", ns, KAMAILIO_BIN, &args)
 }
 
-/// One sipp run of a scenario in `tests/kamailio/`, one call, messages traced to
+/// One sipp run of a scenario in `tests/kamailio/`, `calls` calls, messages traced to
 /// `DIR/NAME-messages.log`.
 pub struct SippRun<'a> {
     pub name: &'static str,
@@ -210,6 +210,8 @@ pub struct SippRun<'a> {
     pub pause_ms: u64,
     /// Remote SIP address for a caller; None for a callee.
     pub remote: Option<&'a str>,
+    /// Calls to place (a caller) or to answer (a callee) before sipp exits (`-m`).
+    pub calls: u32,
 }
 
 impl SippRun<'_> {
@@ -230,7 +232,7 @@ impl SippRun<'_> {
             "-mp".into(),
             self.media_port.to_string(),
             "-m".into(),
-            "1".into(),
+            self.calls.to_string(),
             "-d".into(),
             self.pause_ms.to_string(),
             "-key".into(),
@@ -282,4 +284,19 @@ pub fn received_sdps(trace: &Path, first_line: &str) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// The relay endpoint facing the participant whose tag contains `who`, from our `query`.
+pub fn relay_port(
+    call: &serde_json::Map<String, serde_json::Value>,
+    who: &str,
+) -> Option<std::net::SocketAddr> {
+    let tags = call.get("tags")?.as_object()?;
+    let (_, t) = tags.iter().find(|(k, _)| k.contains(who))?;
+    let s = t.get("medias")?.get(0)?.get("streams")?.get(0)?;
+    let ep = s.get("local endpoint")?;
+    Some(std::net::SocketAddr::new(
+        ep.get("address")?.as_str()?.parse().ok()?,
+        u16::try_from(ep.get("port")?.as_u64()?).ok()?,
+    ))
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use relay_tests::{
     daemon::{Daemon, ng_call},
     ha::{
-        FLOAT, FLOAT1, HaTopology, Leg, MediaRun, consent_check, ha_setup, median_max_ms, open_call,
+        FLOAT, FLOAT1, HaTopology, MediaRun, consent_check, fail_over_with_media, ha_setup,
+        median_max_ms, open_call,
     },
     netns::Bpffs,
 };
@@ -43,56 +44,6 @@ fn start(t: &HaTopology, bpffs: &Bpffs, r: usize, args: Vec<String>, extra: &[&s
     a.push(format!("--relay-id=relay{r}"));
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     Daemon::start(&t.relays[r], &bpffs.path().join(format!("r{r}")), &a).unwrap()
-}
-
-/// Runs media on every leg, fails relay `from` over to `to` (SIGKILL, links down, `addr`
-/// moved) after 1.5 s, and returns the per-call gaps, how many calls resumed both ways, and the
-/// caller legs.
-fn fail_over_with_media(
-    t: &HaTopology,
-    daemons: &mut [Daemon; 2],
-    legs: Vec<(Leg, Leg)>,
-    addr: &str,
-    from: usize,
-    to: usize,
-) -> (Vec<Duration>, usize, Vec<Leg>) {
-    let n = legs.len();
-    let (a, b): (Vec<Leg>, Vec<Leg>) = legs.into_iter().unzip();
-    let limit = Duration::from_secs(30);
-    let (ra, rb) = (
-        MediaRun::start(a, TICK, limit),
-        MediaRun::start(b, TICK, limit),
-    );
-    std::thread::sleep(Duration::from_millis(1500));
-    let t_fail = Instant::now();
-    daemons[from].kill().unwrap();
-    t.fail_over(addr, from, to, true).unwrap();
-    // Bounded: resumption is checked below from the arrival times.
-    std::thread::sleep(Duration::from_secs(4));
-    let end = Instant::now();
-    let ((aa, callers), (ab, _)) = (ra.finish(), rb.finish());
-    let before = t_fail - Duration::from_millis(500);
-    assert_eq!(
-        aa.alive_after(before),
-        n,
-        "every call's media flowed before"
-    );
-    assert_eq!(
-        ab.alive_after(before),
-        n,
-        "every call's media flowed before"
-    );
-    let settled = end - Duration::from_millis(500);
-    let resumed = (0..n)
-        .filter(|i| aa.0[*i].iter().any(|x| *x > settled) && ab.0[*i].iter().any(|x| *x > settled))
-        .count();
-    let gaps: Vec<Duration> = aa
-        .gaps(before, end)
-        .into_iter()
-        .zip(ab.gaps(before, end))
-        .filter_map(|(x, y)| Some(x?.max(y?)))
-        .collect();
-    (gaps, resumed, callers)
 }
 
 #[test]
@@ -133,8 +84,9 @@ fn standby_takes_over_twenty_calls_after_sigkill() {
     );
     wait_foreign(&t.relays[1], CALLS as u64);
 
-    let (gaps, resumed, callers) = fail_over_with_media(&t, &mut daemons, legs, FLOAT, 0, 1);
-    let (median, max) = median_max_ms(gaps.clone());
+    let f = fail_over_with_media(&t, &mut daemons, legs, FLOAT, (0, 1), TICK).unwrap();
+    let (resumed, callers) = (f.resumed, f.callers);
+    let (median, max) = median_max_ms(f.gaps);
     println!(
         "HA-FIGURES active-passive: calls preserved {resumed}/{CALLS}; media gap at failover median {median:.0} ms, max {max:.0} ms"
     );
@@ -216,8 +168,9 @@ fn pool_survivor_takes_over_the_dead_relays_calls() {
     wait_foreign(&t.relays[1], 5);
     assert_eq!(stat(&t.relays[0], "sessionsown"), 5);
 
-    let (gaps, resumed, _) = fail_over_with_media(&t, &mut daemons, legs, FLOAT, 0, 1);
-    let (median, max) = median_max_ms(gaps);
+    let f = fail_over_with_media(&t, &mut daemons, legs, FLOAT, (0, 1), TICK).unwrap();
+    let resumed = f.resumed;
+    let (median, max) = median_max_ms(f.gaps);
     println!(
         "HA-FIGURES active-active: calls preserved {resumed}/10; media gap at failover median {median:.0} ms, max {max:.0} ms"
     );

@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use relay_tests::{
     daemon::ng_call,
-    kamailio::{self, SippRun, Workdir},
+    kamailio::{self, SippRun, Workdir, relay_port},
     netns::{Bpffs, Netns},
     topology::{RELAY_SERVICE, Topology},
 };
@@ -77,18 +77,6 @@ fn media_flows(from: &UdpSocket, to: SocketAddr, rx: &UdpSocket) -> Result<Socke
         from.local_addr()?,
         rx.local_addr()?
     )
-}
-
-/// The relay endpoint facing the participant whose tag contains `who`, from our `query`.
-fn relay_port(call: &serde_json::Map<String, Value>, who: &str) -> Option<SocketAddr> {
-    let tags = call.get("tags")?.as_object()?;
-    let (_, t) = tags.iter().find(|(k, _)| k.contains(who))?;
-    let s = t.get("medias")?.get(0)?.get("streams")?.get(0)?;
-    let ep = s.get("local endpoint")?;
-    Some(SocketAddr::new(
-        ep.get("address")?.as_str()?.parse().ok()?,
-        u16::try_from(ep.get("port")?.as_u64()?).ok()?,
-    ))
 }
 
 /// Waits (at most 10 s) until the daemon has one call whose tags include all of `who`.
@@ -154,6 +142,7 @@ fn run_call(test: &str, c: &Call<'_>) -> Result<()> {
             ("SIP_ADDR", RELAY_SERVICE),
             ("SIP_PORT", &port),
             ("NG_ADDR", relay_tests::daemon::NG),
+            ("RTPENGINE_EXTRA", ""),
             ("CALLEE1", "sip:callee@10.1.2.2:5070"),
             ("FORK", fork),
             ("OFFER_FLAGS", c.offer_flags),
@@ -175,6 +164,7 @@ fn run_call(test: &str, c: &Call<'_>) -> Result<()> {
         rtp_port: 5000,
         pause_ms: answer_ms,
         remote: None,
+        calls: 1,
     };
     let early = SippRun {
         name: "early",
@@ -185,6 +175,7 @@ fn run_call(test: &str, c: &Call<'_>) -> Result<()> {
         rtp_port: 5002,
         pause_ms: 0,
         remote: None,
+        calls: 1,
     };
     let caller = SippRun {
         name: "caller",
@@ -195,6 +186,7 @@ fn run_call(test: &str, c: &Call<'_>) -> Result<()> {
         rtp_port: 4000,
         pause_ms: 5000,
         remote: Some(&sip_addr),
+        calls: 1,
     };
     let mut callee_p = callee.start(&topo.callee.ns, &dir)?;
     let mut early_p = if c.fork {

@@ -31,6 +31,10 @@ enum Cmd {
         /// Shorter trials and fewer search steps: a smoke run with rougher numbers.
         #[arg(long)]
         quick: bool,
+        /// Only the HA figures (failover media gap, calls preserved, NG rate with Redis off and
+        /// on); writes bench/results/ha.md (about 2 minutes warm).
+        #[arg(long)]
+        ha: bool,
     },
     /// Build the Debian package target/debian/xdp-relay_VERSION_amd64.deb (dpkg-deb, release build).
     Package {
@@ -95,9 +99,12 @@ fn run() -> Result<()> {
             setup::ensure_package_tools()?;
             package::build(&env, version.as_deref()).map(|_| ())
         }
-        Cmd::Bench { peers, quick } => {
+        Cmd::Bench { peers, quick, ha } => {
             require_root("the bench creates network namespaces and loads XDP")?;
             setup::ensure_bench(peers)?;
+            if ha {
+                setup::install_redis()?;
+            }
             // Release: the daemon's NG rate is compared with rtpengine's optimised C.
             cargo(
                 &env,
@@ -123,6 +130,9 @@ fn run() -> Result<()> {
             }
             if quick {
                 args.push("--quick");
+            }
+            if ha {
+                args.push("--ha");
             }
             cargo(&env, &args)
         }

@@ -14,6 +14,7 @@ use super::{CallSync, Engine, Now, ng::NgError, replies::obj, state::epoch};
 use crate::state::{
     Remote,
     ha::{Action, Ha},
+    host_addrs::{AddrChange, Getifaddrs, HostAddrs},
     redis::{RedisConfig, RedisStore},
 };
 
@@ -30,6 +31,8 @@ pub(super) struct HaState {
     pub forced: BTreeSet<String>,
     /// A standby takes no new calls until it has taken over.
     pub standby: bool,
+    /// The host's addresses (netlink events, a slow full read as a safety net).
+    pub addrs: HostAddrs<Getifaddrs>,
 }
 
 impl Engine {
@@ -70,6 +73,7 @@ impl Engine {
             events: Some(rx),
             forced: BTreeSet::new(),
             standby: self.cfg.ha.standby,
+            addrs: HostAddrs::new(Getifaddrs),
         });
         self.ha_actions(now, actions);
         // Every own call is (re)written: Redis may have lost them while we were down.
@@ -95,17 +99,20 @@ impl Engine {
         self.ha_actions(now, actions);
     }
 
-    /// The host's addresses (polled every 200 ms): automatic takeover.
+    /// Address events from the netlink watch: in automatic mode, foreign calls are taken over
+    /// as soon as their addresses are here.
+    pub fn address_changes(&mut self, now: Now, changes: impl IntoIterator<Item = AddrChange>) {
+        let Some(h) = self.ha.as_mut() else { return };
+        h.addrs.apply(changes);
+        let actions = h.ha.host_addrs(h.addrs.current(), ms(now.wall));
+        self.ha_actions(now, actions);
+    }
+
+    /// The safety net beside the events (every few seconds): the host's addresses read whole.
     pub fn poll_addresses(&mut self, now: Now) {
         let Some(h) = self.ha.as_mut() else { return };
-        let host = match crate::state::local_addrs() {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(error = %e, "reading host addresses");
-                return;
-            }
-        };
-        let actions = h.ha.poll_addrs(&host, ms(now.wall));
+        h.addrs.refresh();
+        let actions = h.ha.host_addrs(h.addrs.current(), ms(now.wall));
         self.ha_actions(now, actions);
     }
 

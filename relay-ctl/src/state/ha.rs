@@ -267,9 +267,9 @@ impl<S: CallStore> Ha<S> {
         actions
     }
 
-    /// Polled host addresses (every 200 ms): in automatic mode, foreign calls whose addresses
-    /// are all here are taken over.
-    pub fn poll_addrs(&mut self, host: &BTreeSet<IpAddr>, now_ms: u64) -> Vec<Action> {
+    /// The host's addresses (after a netlink address event or the slow safety-net read): in
+    /// automatic mode, foreign calls whose addresses are all here are taken over.
+    pub fn host_addrs(&mut self, host: &BTreeSet<IpAddr>, now_ms: u64) -> Vec<Action> {
         for a in self.watch.update(host) {
             tracing::info!(address = %a, "media address appeared on this host");
         }
@@ -359,9 +359,9 @@ mod tests {
         assert!(b.is_foreign("c1"));
         assert!(sb.ports_in_use("10.0.0.1".parse().unwrap()) > 0);
         // The address is not here yet: nothing happens; then it appears: b takes c1 over.
-        assert!(b.poll_addrs(&BTreeSet::new(), 2).is_empty());
+        assert!(b.host_addrs(&BTreeSet::new(), 2).is_empty());
         let here: BTreeSet<IpAddr> = ["10.0.0.1".parse().unwrap()].into();
-        assert_eq!(b.poll_addrs(&here, 3), vec![Action::Install("c1".into())]);
+        assert_eq!(b.host_addrs(&here, 3), vec![Action::Install("c1".into())]);
         assert!(!b.is_foreign("c1"));
         assert_eq!(b.epoch("c1"), 1);
         // a comes back: its write is refused, and reading b's record demotes its call.
@@ -375,13 +375,53 @@ mod tests {
         assert_eq!(act, vec![Action::Release("c1".into())]);
         assert!(a.is_foreign("c1"));
         // a's address watch sees nothing of its own (the address is on b): no fight.
-        assert!(a.poll_addrs(&BTreeSet::new(), 5).is_empty());
+        assert!(a.host_addrs(&BTreeSet::new(), 5).is_empty());
         // b deletes the call by signalling: the key goes; a drops its foreign copy.
         b.call_deleted(&mut sb, "c1", true);
         assert!(b.store.records.is_empty());
         a.handle(&mut sa, &own, Remote::Gone("c1".into()));
         assert!(!a.is_foreign("c1"));
         assert_eq!(sa.call_ids().count(), 0);
+    }
+
+    /// The glue between the address watch and the takeover: a netlink event that the floating
+    /// address appeared takes the foreign call over at once; a lost event is made good by the
+    /// resync's full read.
+    #[test]
+    fn address_events_take_foreign_calls_over() {
+        use crate::state::host_addrs::{AddrChange, AddrSource, HostAddrs};
+        struct Reads(Vec<BTreeSet<IpAddr>>);
+        impl AddrSource for Reads {
+            fn read_all(&mut self) -> std::io::Result<BTreeSet<IpAddr>> {
+                Ok(self.0.remove(0))
+            }
+        }
+        let float: IpAddr = "10.0.0.1".parse().unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let (mut sa, mut a) = (sessions(), ha("a", BTreeMap::new()));
+        sa.offer("c1", "ft", SDP, &OfferOptions::default()).unwrap();
+        sa.offer("c2", "ft", SDP, &OfferOptions::default()).unwrap();
+        a.put_call(&sa, "c1", 1, 1);
+        let (mut sb, mut b) = (sessions(), ha("b", a.store.records.clone()));
+        b.start(&mut sb, &BTreeSet::new());
+        let mut addrs = HostAddrs::new(Reads(vec![[lo].into(), [lo, float].into()]));
+        assert!(b.host_addrs(addrs.current(), 2).is_empty());
+        // keepalived adds the address: one RTM_NEWADDR.
+        assert!(addrs.apply([AddrChange::Added(float)]));
+        assert_eq!(
+            b.host_addrs(addrs.current(), 3),
+            vec![Action::Install("c1".into())]
+        );
+        // Another relay's call arrives while the address is here: taken over on arrival.
+        a.put_call(&sa, "c2", 1, 4);
+        let rec = CallRecord::decode(&a.store.records["c2"]).unwrap();
+        let act = b.handle(&mut sb, &BTreeSet::new(), Remote::Put(Box::new(rec)));
+        assert_eq!(act, vec![Action::Install("c2".into())]);
+        // The address goes and comes back with the event lost: the resync's read finds it.
+        assert!(addrs.apply([AddrChange::Removed(float)]));
+        assert!(b.host_addrs(addrs.current(), 5).is_empty());
+        assert!(addrs.apply([AddrChange::Resync]));
+        assert!(addrs.current().contains(&float));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! stays the daemon's own durable state; a store is fed from the same write path.
 
 pub mod ha;
+pub mod host_addrs;
 pub mod record;
 pub mod redis;
 pub mod takeover;
@@ -102,8 +103,8 @@ impl CallStore for MemoryStore {
     }
 }
 
-/// Addresses configured on this host's devices (polled every 200 ms by the automatic takeover:
-/// one getifaddrs call, no netlink subscription to keep in sync).
+/// Addresses configured on this host's devices (getifaddrs): the full read behind the
+/// automatic takeover's netlink address watch ([`host_addrs`]).
 pub fn local_addrs() -> std::io::Result<BTreeSet<IpAddr>> {
     let mut out = BTreeSet::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();

@@ -105,7 +105,8 @@ pub fn takeover_candidates<'a>(
         .collect()
 }
 
-/// Which of the watched (floating) addresses are on this host, fed by polling. Level-triggered:
+/// Which of the watched (floating) addresses are on this host, fed with the host's address set
+/// ([`super::host_addrs`]). Level-triggered:
 /// the daemon takes over foreign calls whenever their addresses are present, so a record that
 /// arrives after the address moved is taken over too.
 #[derive(Debug, Default)]
