@@ -103,6 +103,8 @@ fn stream_entry(
         _pad: 0,
         counter_slot: slot,
         egress_ifindex: 0,
+        next_hop: 0,
+        rtcp_next_hop: 0,
         rtcp_src: Endpoint::default(),
         rtcp_dst: Endpoint::default(),
     }

@@ -79,6 +79,14 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut device_watch = tokio::time::interval(std::time::Duration::from_secs(1));
+    // Routes and neighbours, for next hops the fast path reads without a FIB lookup.
+    let mut net = match crate::next_hop_watch::spawn() {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            tracing::warn!(error = %e, "no netlink watcher: every stream uses the kernel FIB lookup");
+            None
+        }
+    };
     let mut buf = vec![0u8; 65_536];
     loop {
         // The engine's earliest deadline: an agent's, a delayed delete, the media-timeout
@@ -144,6 +152,12 @@ pub async fn run(
                 engine.handle_remote(now(), ev);
                 engine.commit();
             }
+            Some(snap) = async {
+                match net.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => engine.net_changed(snap),
             _ = addr_poll.tick(), if engine.ha_enabled() => {
                 engine.poll_addresses(now());
                 engine.commit();

@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod ngcrypto;
 pub mod ngmap;
 pub mod ngopts;
+pub mod next_hop;
+pub mod next_hop_watch;
 pub mod ngwire;
 pub mod pins;
 pub mod ports;

@@ -49,6 +49,8 @@ pub fn entry(
         _pad: 0,
         counter_slot: slot,
         egress_ifindex: 0,
+        next_hop: 0,
+        rtcp_next_hop: 0,
         rtcp_src: Endpoint::default(),
         rtcp_dst: Endpoint::default(),
     }
