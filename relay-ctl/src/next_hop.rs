@@ -186,7 +186,11 @@ fn contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
         }
         (IpAddr::V6(p), IpAddr::V6(a)) => {
             let len = u32::from(len.min(128));
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             u128::from(p) & mask == u128::from(a) & mask
         }
         _ => false,
@@ -510,7 +514,10 @@ mod tests {
         let free = resolve(&n, ip("192.0.2.1"), None, &owned()).unwrap();
         assert_eq!(free.ifindex, ETH0);
         let pinned = resolve(&n, ip("192.0.2.1"), Some(ETH1), &owned()).unwrap();
-        assert_eq!((pinned.ifindex, pinned.smac, pinned.mtu), (ETH1, MAC1, 1400));
+        assert_eq!(
+            (pinned.ifindex, pinned.smac, pinned.mtu),
+            (ETH1, MAC1, 1400)
+        );
     }
 
     #[test]
@@ -564,9 +571,15 @@ mod tests {
         let (b, _) = hops.acquire((ip("10.0.0.8"), 0)).unwrap();
         assert_ne!(a, 0);
         assert_ne!(b, 0);
-        assert!(hops.acquire((ip("10.0.0.9"), 0)).is_none(), "slot 0 is never used");
+        assert!(
+            hops.acquire((ip("10.0.0.9"), 0)).is_none(),
+            "slot 0 is never used"
+        );
         hops.release(a);
-        assert!(hops.acquire((ip("10.0.0.9"), 0)).is_none(), "not before recycle");
+        assert!(
+            hops.acquire((ip("10.0.0.9"), 0)).is_none(),
+            "not before recycle"
+        );
         hops.recycle();
         let (c, _) = hops.acquire((ip("10.0.0.9"), 0)).unwrap();
         assert_eq!(c, a);

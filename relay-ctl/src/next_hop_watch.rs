@@ -16,12 +16,12 @@ use rtnetlink::{
         link::LinkAttribute,
         neighbour::{NeighbourAddress, NeighbourAttribute},
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteType},
-        rule::{RuleAction, RuleAttribute},
+        rule::{RuleAction, RuleAttribute, RuleMessage},
     },
 };
 use tokio::sync::mpsc;
 
-use crate::next_hop::{Link, NetSnapshot, Neighbour, Route, RouteKind, Rule};
+use crate::next_hop::{Link, Neighbour, NetSnapshot, Route, RouteKind, Rule};
 
 /// Events closer together than this are answered with one dump.
 const SETTLE: Duration = Duration::from_millis(5);
@@ -49,15 +49,14 @@ pub fn spawn() -> std::io::Result<mpsc::Receiver<NetSnapshot>> {
                         return;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "netlink dump for next hops failed; streams use the kernel FIB lookup"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "netlink dump for next hops failed; streams use the kernel FIB lookup")
+                }
             }
             // Wait for a change (or the periodic refresh), then let a burst settle.
-            match tokio::time::timeout(REFRESH, events.next()).await {
-                Ok(None) => {
-                    tracing::warn!("netlink event socket closed; next hops are no longer kept current");
-                    return;
-                }
-                Ok(Some(_)) | Err(_) => {}
+            if let Ok(None) = tokio::time::timeout(REFRESH, events.next()).await {
+                tracing::warn!("netlink event socket closed; next hops are no longer kept current");
+                return;
             }
             while let Ok(Some(_)) = tokio::time::timeout(SETTLE, events.next()).await {}
         }
@@ -125,26 +124,34 @@ pub async fn dump(handle: &Handle) -> Result<NetSnapshot, rtnetlink::Error> {
     for v in [IpVersion::V4, IpVersion::V6] {
         let mut rules = handle.rule().get(v).execute();
         while let Some(m) = rules.try_next().await? {
-            let mut r = Rule {
-                priority: 0,
-                table: u32::from(m.header.table),
-                selective: m.header.action != RuleAction::ToTable
-                    || m.header.dst_len != 0
-                    || m.header.src_len != 0
-                    || m.header.tos != 0,
-            };
-            for a in &m.attributes {
-                match a {
-                    RuleAttribute::Priority(p) => r.priority = *p,
-                    RuleAttribute::Table(t) => r.table = *t,
-                    RuleAttribute::Protocol(_) => {}
-                    _ => r.selective = true,
-                }
-            }
-            snap.rules.push(r);
+            snap.rules.push(rule(&m));
         }
     }
     Ok(snap)
+}
+
+/// A rule, and whether it selects on anything besides its priority.
+fn rule(m: &RuleMessage) -> Rule {
+    let mut r = Rule {
+        priority: 0,
+        table: u32::from(m.header.table),
+        selective: m.header.action != RuleAction::ToTable
+            || m.header.dst_len != 0
+            || m.header.src_len != 0
+            || m.header.tos != 0,
+    };
+    for a in &m.attributes {
+        match a {
+            RuleAttribute::Priority(p) => r.priority = *p,
+            RuleAttribute::Table(t) => r.table = *t,
+            // u32::MAX: no suppression (what the kernel reports for its own rules).
+            RuleAttribute::Protocol(_)
+            | RuleAttribute::SuppressPrefixLen(u32::MAX)
+            | RuleAttribute::SuppressIfGroup(u32::MAX) => {}
+            _ => r.selective = true,
+        }
+    }
+    r
 }
 
 /// A route of the tables the default rules consult; None for others (and cloned entries).
@@ -198,5 +205,82 @@ fn addr(a: &RouteAddress) -> Option<IpAddr> {
         RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
         RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rtnetlink::packet_route::{
+        route::{RouteHeader, RouteProtocol},
+        rule::RuleHeader,
+    };
+
+    use super::*;
+
+    fn rule_msg(table: u8, attrs: Vec<RuleAttribute>) -> RuleMessage {
+        let mut m = RuleMessage::default();
+        m.header = RuleHeader {
+            table,
+            action: RuleAction::ToTable,
+            ..RuleHeader::default()
+        };
+        m.attributes = attrs;
+        m
+    }
+
+    #[test]
+    fn the_kernels_own_rules_are_not_policy_routing_and_a_selector_is() {
+        // As a fresh namespace dumps them (kernel 6.18).
+        let main = rule(&rule_msg(
+            254,
+            vec![
+                RuleAttribute::Table(254),
+                RuleAttribute::SuppressPrefixLen(u32::MAX),
+                RuleAttribute::Protocol(RouteProtocol::Kernel),
+                RuleAttribute::Priority(32766),
+            ],
+        ));
+        assert_eq!(
+            (main.priority, main.table, main.selective),
+            (32766, 254, false)
+        );
+        let local = rule(&rule_msg(255, vec![RuleAttribute::Table(255)]));
+        assert_eq!((local.priority, local.selective), (0, false));
+        let fwmark = rule(&rule_msg(
+            10,
+            vec![RuleAttribute::Priority(100), RuleAttribute::FwMark(1)],
+        ));
+        assert!(fwmark.selective);
+        let suppress = rule(&rule_msg(254, vec![RuleAttribute::SuppressPrefixLen(0)]));
+        assert!(suppress.selective);
+    }
+
+    #[test]
+    fn routes_carry_gateway_device_metric_and_mtu_and_multipath_is_complex() {
+        let mut m = RouteMessage::default();
+        m.header = RouteHeader {
+            table: 254,
+            destination_prefix_length: 24,
+            kind: RouteType::Unicast,
+            ..RouteHeader::default()
+        };
+        m.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::Inet("10.9.0.0".parse().unwrap())),
+            RouteAttribute::Gateway(RouteAddress::Inet("10.0.0.1".parse().unwrap())),
+            RouteAttribute::Oif(4),
+            RouteAttribute::Priority(20),
+            RouteAttribute::Metrics(vec![RouteMetric::Mtu(1400)]),
+        ];
+        let r = route(&m).unwrap();
+        assert_eq!(r.dst, "10.9.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (r.prefix_len, r.oif, r.priority, r.mtu, r.kind, r.complex),
+            (24, Some(4), 20, Some(1400), RouteKind::Unicast, false)
+        );
+        assert_eq!(r.gateway, Some("10.0.0.1".parse().unwrap()));
+        m.attributes.push(RouteAttribute::MultiPath(Vec::new()));
+        assert!(route(&m).unwrap().complex);
+        m.header.kind = RouteType::BlackHole;
+        assert_eq!(route(&m).unwrap().kind, RouteKind::Other);
     }
 }

@@ -10,8 +10,8 @@ use std::{
 use relay_common::{
     stats::Event,
     stream::{
-        Endpoint, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, MAX_NEXT_HOPS, Mismatch,
-        NextHop, StreamCounters, StreamEntry, StreamKey,
+        Endpoint, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, MAX_NEXT_HOPS, Mismatch, NextHop,
+        StreamCounters, StreamEntry, StreamKey,
     },
 };
 use relay_core::forwarding::{ForwardingEntry, MismatchPolicy, diff};
@@ -274,7 +274,8 @@ impl StreamTable {
         entry.rtcp_next_hop = hops[1];
         self.drop_hops(&e.local);
         self.hops_of.insert(e.local, hops);
-        self.pending.push(MapOp::Insert(StreamKey::from(e.local), entry));
+        self.pending
+            .push(MapOp::Insert(StreamKey::from(e.local), entry));
     }
 
     /// True when changes wait for [`StreamTable::flush`].

@@ -8,7 +8,7 @@ use relay_common::stream::NextHop;
 use serde_json::json;
 
 use super::*;
-use crate::next_hop::{Link, NetSnapshot, Neighbour, Route, RouteKind, Rule};
+use crate::next_hop::{Link, Neighbour, NetSnapshot, Route, RouteKind, Rule};
 
 const DEV: u32 = 7;
 const DEV_MAC: [u8; 6] = [2, 0, 0, 0, 0, 7];
@@ -67,8 +67,10 @@ fn hop(mac: [u8; 6]) -> NextHop {
 fn call(h: &mut Harness, id: &str) -> (SocketAddr, SocketAddr) {
     let to_b = h.ok_sdp(json!({"command": "offer", "call-id": id, "from-tag": "A",
         "sdp": plain("198.51.100.10", 4000)}));
-    let to_a = h.ok_sdp(json!({"command": "answer", "call-id": id, "from-tag": "A", "to-tag": "B",
-        "sdp": plain("198.51.100.20", 5000)}));
+    let to_a = h.ok_sdp(
+        json!({"command": "answer", "call-id": id, "from-tag": "A", "to-tag": "B",
+        "sdp": plain("198.51.100.20", 5000)}),
+    );
     let (a_ep, b_ep) = (relay(media_port(&to_a)), relay(media_port(&to_b)));
     h.packet(a_ep, sa("198.51.100.10:4000"), &rtp(1));
     h.packet(b_ep, sa("198.51.100.20:5000"), &rtp(1));
@@ -79,7 +81,8 @@ fn call(h: &mut Harness, id: &str) -> (SocketAddr, SocketAddr) {
 fn entries_name_a_slot_that_follows_neighbour_changes() {
     let mut h = Harness::new();
     let owned = HashSet::from([DEV]);
-    h.engine.net_changed_on(net(Some(MAC_A), Some(MAC_B)), owned.clone());
+    h.engine
+        .net_changed_on(net(Some(MAC_A), Some(MAC_B)), owned.clone());
     let (a_ep, b_ep) = call(&mut h, "nh");
     let (ea, eb) = (h.entry(a_ep).unwrap(), h.entry(b_ep).unwrap());
     // A's media goes to B: its entry's slot holds B's MAC, and the other way round.
@@ -93,16 +96,19 @@ fn entries_name_a_slot_that_follows_neighbour_changes() {
     let inserts = h.table.borrow().inserts.values().sum::<u32>();
     let new_b = [2, 0, 0, 0, 0, 0xbc];
     h.table.borrow_mut().next_hop_writes.clear();
-    h.engine.net_changed_on(net(Some(MAC_A), Some(new_b)), owned.clone());
+    h.engine
+        .net_changed_on(net(Some(MAC_A), Some(new_b)), owned.clone());
     assert_eq!(h.table.borrow().next_hop_writes, vec![ea.next_hop]);
     assert_eq!(slot(ea.next_hop), Some(hop(new_b)));
     assert_eq!(h.table.borrow().inserts.values().sum::<u32>(), inserts);
 
     // B's neighbour goes away: the slot is cleared (the program then asks the FIB, counted).
-    h.engine.net_changed_on(net(Some(MAC_A), None), owned.clone());
+    h.engine
+        .net_changed_on(net(Some(MAC_A), None), owned.clone());
     assert_eq!(slot(ea.next_hop), Some(NextHop::default()));
     // The fast path no longer owns the device: nothing is resolved.
-    h.engine.net_changed_on(net(Some(MAC_A), Some(MAC_B)), HashSet::new());
+    h.engine
+        .net_changed_on(net(Some(MAC_A), Some(MAC_B)), HashSet::new());
     assert_eq!(slot(eb.next_hop), Some(NextHop::default()));
 }
 
