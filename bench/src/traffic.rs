@@ -445,7 +445,7 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(mut runs: Vec<f64>) -> Spread {
+    pub fn of(mut runs: Vec<f64>) -> Spread {
         runs.sort_by(f64::total_cmp);
         Spread {
             median: runs[runs.len() / 2],

@@ -26,6 +26,10 @@ pub const SINK_STATS_MAP: &str = "SINK_STATS";
 pub const FLOOR_DEVMAP: &str = "FLOOR_DEVMAP";
 pub const GEN_PROGRAM: &str = "gen";
 pub const FLOOR_PROGRAM: &str = "floor";
+/// The floor plus one stream-table lookup ([`LOOKUP_STREAMS_MAP`]).
+pub const LOOKUP_FLOOR_PROGRAM: &str = "lookup_floor";
+/// The lookup floor's stream table (the relay's key and value types).
+pub const LOOKUP_STREAMS_MAP: &str = "LOOKUP_STREAMS";
 pub const SINK_PROGRAM: &str = "sink";
 /// Passes every frame: on the relay's veth it makes the kernel run NAPI for frames the
 /// generator's XDP_TX queued, so the TC hook under test sees them.

@@ -1,7 +1,8 @@
 //! The benchmark's programs, a separate object from the relay so production never loads them:
 //! `gen` (an in-kernel RTP generator driven by BPF_PROG_TEST_RUN live frames, the mechanism
 //! xdp-trafficgen uses), `floor` (the relay's parse and port check, then a redirect: no lookup,
-//! no rewrite), `sink` (counts and drops what arrives) and `pass` (lets a veth deliver to
+//! no rewrite), `lookup_floor` (the same plus one stream-table lookup: what the relay adds on
+//! top of it is its own cost), `sink` (counts and drops what arrives) and `pass` (lets a veth deliver to
 //! the TC program behind it).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -21,11 +22,11 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
     helpers::generated::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, DevMap, PerCpuArray},
+    maps::{Array, DevMap, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use csum::{fold, words};
-use net::{UdpHdr, ptr_at};
+use net::{Ipv4Hdr, Ipv6Hdr, UdpHdr, ptr_at};
 use relay_common::{
     bench::{
         CTRL_ADDR, CTRL_INTERVAL, CTRL_PORT, GEN_HEADER, GEN_MAX_SPIN, GenConfig, OFF_IP_CHECK,
@@ -33,6 +34,7 @@ use relay_common::{
     },
     config::RelayConfig,
     stats::StatEntry,
+    stream::{FAMILY_V4, FAMILY_V6, MAX_STREAMS, StreamEntry, StreamKey},
 };
 
 #[unsafe(no_mangle)]
@@ -57,6 +59,10 @@ static GEN_CTRL: Array<u64> = Array::with_max_entries(3, 0);
 
 #[map(name = "SINK_STATS")]
 static SINK_STATS: PerCpuArray<StatEntry> = PerCpuArray::with_max_entries(1, 0);
+
+/// The lookup floor's stream table: the relay's key and value types, so a lookup costs the same.
+#[map(name = "LOOKUP_STREAMS")]
+static LOOKUP_STREAMS: HashMap<StreamKey, StreamEntry> = HashMap::with_max_entries(MAX_STREAMS, 0);
 
 #[map(name = "FLOOR_DEVMAP")]
 static FLOOR_DEVMAP: DevMap = DevMap::with_max_entries(1, 0);
@@ -170,6 +176,48 @@ pub fn floor(ctx: XdpContext) -> u32 {
         )
     };
     if !config.is_relay_port(dest) {
+        return XDP_PASS;
+    }
+    FLOOR_DEVMAP.redirect(0, 0).unwrap_or(XDP_PASS)
+}
+
+/// The floor plus the relay's stream-table lookup (by local address and port), then the same
+/// redirect: no source check, rewrite or next hop.
+#[xdp]
+pub fn lookup_floor(ctx: XdpContext) -> u32 {
+    let Ok(flow) = parse::parse(&ctx) else {
+        return XDP_PASS;
+    };
+    let Ok(udp) = ptr_at::<UdpHdr>(&ctx, flow.l4) else {
+        return XDP_PASS;
+    };
+    // SAFETY: a static, always valid to read; udp bounds checked by ptr_at.
+    let (config, port) = unsafe { (core::ptr::read_volatile(&RELAY_CONFIG), (*udp).dest) };
+    if !config.is_relay_port(u16::from_be(port)) {
+        return XDP_PASS;
+    }
+    let mut key = StreamKey {
+        family: FAMILY_V4,
+        _pad: 0,
+        port,
+        addr: [0; 16],
+    };
+    if flow.v6 {
+        let Ok(ip) = ptr_at::<Ipv6Hdr>(&ctx, flow.l3) else {
+            return XDP_PASS;
+        };
+        key.family = FAMILY_V6;
+        // SAFETY: bounds checked by ptr_at.
+        key.addr = unsafe { (*ip).daddr };
+    } else {
+        let Ok(ip) = ptr_at::<Ipv4Hdr>(&ctx, flow.l3) else {
+            return XDP_PASS;
+        };
+        // SAFETY: bounds checked by ptr_at.
+        key.addr[..4].copy_from_slice(unsafe { &(*ip).daddr });
+    }
+    // SAFETY: a hash map value read under RCU, not kept past this program.
+    if unsafe { LOOKUP_STREAMS.get(&key) }.is_none() {
         return XDP_PASS;
     }
     FLOOR_DEVMAP.redirect(0, 0).unwrap_or(XDP_PASS)
