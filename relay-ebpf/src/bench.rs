@@ -217,7 +217,7 @@ pub fn lookup_floor(ctx: XdpContext) -> u32 {
         key.addr[..4].copy_from_slice(unsafe { &(*ip).daddr });
     }
     // SAFETY: a hash map value read under RCU, not kept past this program.
-    if unsafe { LOOKUP_STREAMS.get(&key) }.is_none() {
+    if unsafe { LOOKUP_STREAMS.get(key) }.is_none() {
         return XDP_PASS;
     }
     FLOOR_DEVMAP.redirect(0, 0).unwrap_or(XDP_PASS)
