@@ -33,8 +33,8 @@ use crate::{
     report::{Program, Results},
     topo::{GEN_ADDR, GEN_PORT, RELAY_OUT, SINK_ADDR, STREAM_ADDR_BASE, Topo},
     traffic::{
-        Search, SearchSpec, Sink, Spread, gen_config, ns_per_packet, ns_per_packet_tc, rtp_frame,
-        search,
+        Latency, Search, SearchSpec, Sink, Spread, gen_config, ns_per_packet, ns_per_packet_tc,
+        rtp_frame, search,
     },
 };
 
@@ -150,6 +150,14 @@ fn rate_spreads(
     Ok((all[all.len() / 2], spread, sat))
 }
 
+/// The loads latency is measured at: fractions of the program's median saturation rate.
+fn loads(saturation: &Spread) -> Vec<(f64, f64)> {
+    [0.1, 0.5, 0.9]
+        .into_iter()
+        .map(|f| (f, f * saturation.median))
+        .collect()
+}
+
 fn cmd_out(cmd: &str, args: &[&str]) -> String {
     relay_tests::run(cmd, args).map_or_else(|_| "?".into(), |s| s.trim().to_owned())
 }
@@ -247,6 +255,11 @@ fn run() -> Result<()> {
     })??;
     let (floor_rate, floor_spread, floor_sat) =
         rate_spreads(cmp_runs, || search(&t, &sink, live("floor", 1, 20), &bar))?;
+    let mut latencies: Vec<(String, Vec<Latency>)> = Vec::new();
+    bar.set_message("floor: latency");
+    if let Some(l) = traffic::latency(&t, &sink, live("floor", 1, 20), loads(&floor_sat))? {
+        latencies.push(("parse floor (XDP)".into(), l));
+    }
     drop(floor_obj);
     let mut programs = vec![Program {
         name: "parse floor (XDP)".into(),
@@ -396,6 +409,11 @@ fn run() -> Result<()> {
                 if n == 1 {
                     xdp_spread = spread;
                     xdp_sat = sat;
+                    bar.set_message("relay: latency");
+                    if let Some(l) = traffic::latency(&t, &sink, live(&label, 1, 20), loads(&sat))?
+                    {
+                        latencies.push(("relay (XDP)".into(), l));
+                    }
                 }
                 relay_rate.push((n, r));
             }
@@ -428,6 +446,10 @@ fn run() -> Result<()> {
         search(&t, &sink, live("relay TC, 1 stream", 1, 20), &bar)
     })?;
     let tc_insns = relay.tc_program()?.info()?.verified_instruction_count();
+    bar.set_message("relay TC: latency");
+    if let Some(l) = traffic::latency(&t, &sink, live("relay TC", 1, 20), loads(&tc_sat))? {
+        latencies.push(("relay (TC)".into(), l));
+    }
     drop(relay);
     drop(pass_obj);
     programs.push(Program {
@@ -451,9 +473,14 @@ fn run() -> Result<()> {
     };
     let kernel = {
         let _nft = peers::KernelPath::start(&t, stream0, RELAY_OUT)?;
-        rate_spreads(cmp_runs, || {
+        let r = rate_spreads(cmp_runs, || {
             search(&t, &sink, live("kernel path, 1 stream", 1, 20), &bar)
-        })?
+        })?;
+        bar.set_message("kernel path: latency");
+        if let Some(l) = traffic::latency(&t, &sink, live("kernel path", 1, 20), loads(&r.2))? {
+            latencies.push(("kernel path (nftables)".into(), l));
+        }
+        r
     };
     programs.push(Program {
         name: "kernel path (nftables)".into(),
@@ -471,6 +498,11 @@ fn run() -> Result<()> {
             peers::rtpengine_rate(&t, &sink, trial, steps, repeats, use_pktgen, &bar)
         })?;
         rtpengine_rate = Some(r);
+        bar.set_message("rtpengine: latency");
+        let spec = peers::rtpengine_spec(&t, trial, steps, repeats, use_pktgen)?;
+        if let Some(l) = traffic::latency(&t, &sink, spec, loads(&sat))? {
+            latencies.push(("rtpengine (userspace)".into(), l));
+        }
         programs.push(Program {
             name: "rtpengine (userspace)".into(),
             ns: None,
@@ -555,6 +587,7 @@ fn run() -> Result<()> {
         relay_ns,
         programs,
         xdp_fib_ns,
+        latencies,
         hooks: report::Hooks {
             floor_ns,
             xdp_ns: xdp_ns1,

@@ -170,6 +170,18 @@ pub fn rtpengine_rate(
     pktgen: bool,
     bar: &ProgressBar,
 ) -> Result<Search> {
+    let spec = rtpengine_spec(t, trial, steps, repeats, pktgen)?;
+    search(t, sink, spec, bar)
+}
+
+/// The generator's set-up for rtpengine: a fresh call (and relay port) for every trial.
+pub fn rtpengine_spec(
+    t: &Topo,
+    trial: Duration,
+    steps: u32,
+    repeats: u32,
+    pktgen: bool,
+) -> Result<SearchSpec> {
     let ng: SocketAddr = RTPENGINE_NG.parse()?;
     // The client's socket is made in the relay's namespace and keeps it when used elsewhere.
     let client = t
@@ -207,7 +219,7 @@ pub fn rtpengine_rate(
         fresh: Some(fresh),
         pktgen,
     };
-    search(t, sink, spec, bar)
+    Ok(spec)
 }
 
 /// Sequential offer+answer pairs per second against the NG server at `server` (from inside

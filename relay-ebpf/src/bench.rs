@@ -29,8 +29,9 @@ use csum::{fold, words};
 use net::{Ipv4Hdr, Ipv6Hdr, UdpHdr, ptr_at};
 use relay_common::{
     bench::{
-        CTRL_ADDR, CTRL_INTERVAL, CTRL_PORT, GEN_HEADER, GEN_MAX_SPIN, GenConfig, OFF_IP_CHECK,
-        OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC, OFF_RTP_TS, OFF_UDP_CHECK, OFF_UDP_DPORT,
+        CTRL_ADDR, CTRL_INTERVAL, CTRL_PORT, GEN_HEADER, GEN_MAX_SPIN, GenConfig, LAT_BUCKETS,
+        OFF_IP_CHECK, OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC, OFF_RTP_TS, OFF_STAMP, OFF_UDP_CHECK,
+        OFF_UDP_DPORT, lat_bucket,
     },
     config::RelayConfig,
     stats::StatEntry,
@@ -63,6 +64,9 @@ static SINK_STATS: PerCpuArray<StatEntry> = PerCpuArray::with_max_entries(1, 0);
 /// The lookup floor's stream table: the relay's key and value types, so a lookup costs the same.
 #[map(name = "LOOKUP_STREAMS")]
 static LOOKUP_STREAMS: HashMap<StreamKey, StreamEntry> = HashMap::with_max_entries(MAX_STREAMS, 0);
+
+#[map(name = "SINK_LAT")]
+static SINK_LAT: PerCpuArray<u64> = PerCpuArray::with_max_entries(LAT_BUCKETS, 0);
 
 #[map(name = "FLOOR_DEVMAP")]
 static FLOOR_DEVMAP: DevMap = DevMap::with_max_entries(1, 0);
@@ -143,7 +147,16 @@ pub fn r#gen(ctx: XdpContext) -> u32 {
             + words(&ts, false)
             + words(&ssrc, false),
     );
+    // The send time, last, so it includes everything above (pacing too).
+    let Ok(stamp_at) = ptr_at::<[u8; 8]>(&ctx, OFF_STAMP) else {
+        return XDP_ABORTED;
+    };
+    // SAFETY: helper without preconditions.
+    let stamp = unsafe { bpf_ktime_get_ns() }.to_ne_bytes();
+    let udp = !fold(u64::from(!udp) + words(&stamp, false));
     let udp_check = if udp == 0 { 0xffff } else { udp };
+    // SAFETY: bounds checked by ptr_at.
+    unsafe { *stamp_at = stamp };
     // SAFETY: GEN_HEADER bytes bounds checked by ptr_at; all offsets are inside it.
     unsafe {
         let f = &mut *frame;
@@ -233,10 +246,21 @@ pub fn pass(_ctx: XdpContext) -> u32 {
 /// Counts and drops UDP; passes everything else (neighbour discovery keeps working).
 #[xdp]
 pub fn sink(ctx: XdpContext) -> u32 {
-    if parse::parse(&ctx).is_err() {
+    let Ok(flow) = parse::parse(&ctx) else {
         return XDP_PASS;
-    }
+    };
     let len = (ctx.data_end() - ctx.data()) as u64;
+    // One-way latency from the generator's stamp (same clock, same host).
+    if let Ok(stamp) = ptr_at::<[u8; 8]>(&ctx, flow.l4 + 8 + 12) {
+        // SAFETY: bounds checked by ptr_at; helper without preconditions.
+        let (sent, now) = unsafe { (u64::from_ne_bytes(*stamp), bpf_ktime_get_ns()) };
+        if sent != 0 && sent <= now && now - sent < 1_000_000_000 {
+            if let Some(b) = SINK_LAT.get_ptr_mut(lat_bucket(now - sent)) {
+                // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+                unsafe { *b += 1 };
+            }
+        }
+    }
     if let Some(s) = SINK_STATS.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe {
