@@ -126,6 +126,11 @@ fn a_slot_resolved_before_the_entry_is_written_before_it_and_shared() {
         Some(&hop(MAC_B))
     );
     assert_eq!(h.engine.table.next_hop_counts(), (2, 2));
+    let st = h.ng(json!({"command": "statistics"}));
+    assert_eq!(
+        st["statistics"]["next hops"],
+        json!({"slots": 2, "resolved": 2})
+    );
     // Deleting one call keeps the shared slots; deleting both frees them.
     h.ng(json!({"command": "delete", "call-id": "one"}));
     assert_eq!(h.engine.table.next_hop_counts(), (2, 2));
