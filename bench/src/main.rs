@@ -304,6 +304,10 @@ fn run() -> Result<()> {
     let (_, lookup_zero, lookup_sat) = rate_spreads(cmp_runs, || {
         search(&t, &sink, live("lookup floor", 1, 20), &bar)
     })?;
+    bar.set_message("lookup floor: latency");
+    if let Some(l) = traffic::latency(&t, &sink, live("lookup floor", 1, 20), loads(&lookup_sat))? {
+        latencies.push(("lookup floor (XDP)".into(), l));
+    }
     drop(lookup_obj);
     programs.push(Program {
         name: "lookup floor (XDP)".into(),
