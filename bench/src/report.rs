@@ -217,7 +217,10 @@ impl Results {
              bpf_ktime_get_ns (CLOCK_MONOTONIC) as it sends; the sink's XDP program subtracts it \
              from its own reading of the same clock. One paced trial per load (after a short \
              warm-up), at 10%, 50% and 90% of the program's median saturation rate; histogram \
-             buckets 250 ns wide up to 0.5 ms (upper edges shown).\n"
+             buckets 250 ns wide up to 0.5 ms (upper edges shown). The generator paces no \
+             lower than a few thousand packets per second: below that (rtpengine's loads) the \
+             offered column shows what was really sent. At 10% load an idle vCPU's wake-up \
+             shows in the tail.\n"
         );
         let _ = writeln!(
             s,
