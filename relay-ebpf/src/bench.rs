@@ -254,11 +254,13 @@ pub fn sink(ctx: XdpContext) -> u32 {
     if let Ok(stamp) = ptr_at::<[u8; 8]>(&ctx, flow.l4 + 8 + 12) {
         // SAFETY: bounds checked by ptr_at; helper without preconditions.
         let (sent, now) = unsafe { (u64::from_ne_bytes(*stamp), bpf_ktime_get_ns()) };
-        if sent != 0 && sent <= now && now - sent < 1_000_000_000 {
-            if let Some(b) = SINK_LAT.get_ptr_mut(lat_bucket(now - sent)) {
-                // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-                unsafe { *b += 1 };
-            }
+        if sent != 0
+            && sent <= now
+            && now - sent < 1_000_000_000
+            && let Some(b) = SINK_LAT.get_ptr_mut(lat_bucket(now - sent))
+        {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe { *b += 1 };
         }
     }
     if let Some(s) = SINK_STATS.get_ptr_mut(0) {
