@@ -25,19 +25,22 @@ use aya::{
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_common::{
-    bench::{FLOOR_DEVMAP, FLOOR_PROGRAM, PASS_PROGRAM, SINK_PROGRAM},
+    bench::{
+        FLOOR_DEVMAP, FLOOR_PROGRAM, LOOKUP_FLOOR_PROGRAM, LOOKUP_STREAMS_MAP, PASS_PROGRAM,
+        SINK_PROGRAM,
+    },
     config::{CONFIG_SYMBOL, RelayConfig},
     names,
-    stream::{Endpoint, FLAG_SOURCE_ANY, Mismatch, StreamEntry, StreamKey},
+    stream::{Endpoint, FLAG_SOURCE_ANY, Mismatch, NextHop, StreamEntry, StreamKey},
 };
 use relay_ctl::xdp::Relay;
 
 use crate::{
-    report::Results,
+    report::{Program, Results},
     topo::{GEN_ADDR, GEN_PORT, RELAY_OUT, SINK_ADDR, STREAM_ADDR_BASE, Topo},
     traffic::{
-        Search, SearchSpec, Sink, Spread, gen_config, ns_per_packet, ns_per_packet_tc, rtp_frame,
-        search,
+        Latency, Search, SearchSpec, Sink, Spread, gen_config, ns_per_packet, ns_per_packet_tc,
+        rtp_frame, search,
     },
 };
 
@@ -79,6 +82,9 @@ const LOOP_PORT: u16 = 40_000;
 const INSTALLED: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
 const OFFERED: [u32; 3] = [1, 1_000, 100_000];
 const XDP_REDIRECT: u32 = 4;
+/// The next-hop slot every stream of the bench names (the daemon gives one per destination;
+/// all streams go to the sink).
+const HOP_SLOT: u32 = 1;
 const TC_ACT_REDIRECT: u32 = 7;
 
 fn main() -> ExitCode {
@@ -113,6 +119,8 @@ fn stream_entry(
         handover_ds: 0,
         counter_slot: slot,
         egress_ifindex: 0,
+        next_hop: HOP_SLOT,
+        rtcp_next_hop: 0,
         rtcp_src: Endpoint::default(),
         rtcp_dst: Endpoint::default(),
     }
@@ -124,21 +132,29 @@ fn stream_key(i: u32) -> SocketAddr {
     sa(addr.to_be_bytes(), PORT_BASE + (i % PORTS_PER_ADDR) as u16)
 }
 
-/// Runs a search `runs` times and keeps the one with the median zero-loss rate.
-fn median_search(runs: u32, f: impl FnMut() -> Result<Search>) -> Result<Search> {
-    Ok(spread_search(runs, f)?.0)
-}
-
-/// Like [`median_search`], also giving the zero-loss range (pps) over the runs.
-fn spread_search(runs: u32, mut f: impl FnMut() -> Result<Search>) -> Result<(Search, Spread)> {
+/// Runs a search `runs` times: the search with the median zero-loss rate, and the zero-loss
+/// and saturation (forwarded pps under the unthrottled generator's overload) ranges.
+fn rate_spreads(
+    runs: u32,
+    mut f: impl FnMut() -> Result<Search>,
+) -> Result<(Search, Spread, Spread)> {
     let mut all = (0..runs.max(1)).map(|_| f()).collect::<Result<Vec<_>>>()?;
+    let sat = Spread::of(all.iter().map(|s| s.unthrottled.forwarded()).collect());
     all.sort_by(|a, b| a.zero_loss_pps.total_cmp(&b.zero_loss_pps));
     let spread = Spread {
         median: all[all.len() / 2].zero_loss_pps,
         min: all[0].zero_loss_pps,
         max: all[all.len() - 1].zero_loss_pps,
     };
-    Ok((all[all.len() / 2], spread))
+    Ok((all[all.len() / 2], spread, sat))
+}
+
+/// The loads latency is measured at: fractions of the program's median saturation rate.
+fn loads(saturation: &Spread) -> Vec<(f64, f64)> {
+    [0.1, 0.5, 0.9]
+        .into_iter()
+        .map(|f| (f, f * saturation.median))
+        .collect()
 }
 
 fn cmd_out(cmd: &str, args: &[&str]) -> String {
@@ -202,7 +218,7 @@ fn run() -> Result<()> {
     // The floor / XDP / TC comparison runs at least three searches each, so each figure has a
     // median and a range even with --quick.
     let cmp_runs = runs.max(3);
-    let searches = 1 + OFFERED.len() as u64 + u64::from(args.peers) + 1;
+    let searches = 1 + OFFERED.len() as u64 + 2 * u64::from(args.peers) + 2 + 2;
     let srtp_effort = srtp::Effort::new(args.quick);
     let bar = ProgressBar::new(
         searches * u64::from(runs) * (1 + u64::from(steps))
@@ -248,9 +264,68 @@ fn run() -> Result<()> {
         p.attach(&g1, XdpMode::Driver)?;
         Ok((obj, ns))
     })??;
-    let (floor_rate, floor_spread) =
-        spread_search(cmp_runs, || search(&t, &sink, live("floor", 1, 20), &bar))?;
+    let (floor_rate, floor_spread, floor_sat) =
+        rate_spreads(cmp_runs, || search(&t, &sink, live("floor", 1, 20), &bar))?;
+    let mut latencies: Vec<(String, Vec<Latency>)> = Vec::new();
+    bar.set_message("floor: latency");
+    if let Some(l) = traffic::latency(&t, &sink, live("floor", 1, 20), loads(&floor_sat))? {
+        latencies.push(("parse floor (XDP)".into(), l));
+    }
     drop(floor_obj);
+    let mut programs = vec![Program {
+        name: "parse floor (XDP)".into(),
+        ns: Some(floor_ns),
+        saturation: floor_sat,
+        zero_loss: floor_spread,
+    }];
+
+    // Lookup floor: the parse floor plus one stream-table lookup, same redirect.
+    bar.set_message("lookup floor: attaching");
+    let lookup_obj = EbpfLoader::new()
+        .override_global(CONFIG_SYMBOL, &relay_config, true)
+        .load(BENCH_OBJECT)?;
+    let (g1, s1, frame) = (t.g1.clone(), t.s1.clone(), loop_frame.clone());
+    let (lookup_obj, lookup_ns) = t.relay.run(move || -> Result<(aya::Ebpf, Spread)> {
+        let mut obj = lookup_obj;
+        let s1_index = relay_ctl::xdp::ifindex(&s1).context("s1")?;
+        let g1_index = relay_ctl::xdp::ifindex(&g1).context("g1")?;
+        let mut devmap = DevMap::try_from(obj.map_mut(FLOOR_DEVMAP).context("floor devmap")?)?;
+        devmap.set(0, s1_index, None, 0)?;
+        let mut streams: aya::maps::HashMap<_, StreamKey, StreamEntry> =
+            aya::maps::HashMap::try_from(obj.map_mut(LOOKUP_STREAMS_MAP).context("streams")?)?;
+        let e = stream_entry(
+            1,
+            sa(GEN_ADDR, GEN_PORT),
+            sa(RELAY_OUT, 1),
+            sa(SINK_ADDR, 5000),
+            0,
+        );
+        for key in [sa(SINK_ADDR, LOOP_PORT), stream_key(0)] {
+            streams.insert(StreamKey::from(key), e, 0)?;
+        }
+        let p: &mut Xdp = obj
+            .program_mut(LOOKUP_FLOOR_PROGRAM)
+            .context("lookup floor")?
+            .try_into()?;
+        p.load()?;
+        let ns = ns_per_packet(p, &frame, g1_index, XDP_REDIRECT)?;
+        p.attach(&g1, XdpMode::Driver)?;
+        Ok((obj, ns))
+    })??;
+    let (_, lookup_zero, lookup_sat) = rate_spreads(cmp_runs, || {
+        search(&t, &sink, live("lookup floor", 1, 20), &bar)
+    })?;
+    bar.set_message("lookup floor: latency");
+    if let Some(l) = traffic::latency(&t, &sink, live("lookup floor", 1, 20), loads(&lookup_sat))? {
+        latencies.push(("lookup floor (XDP)".into(), l));
+    }
+    drop(lookup_obj);
+    programs.push(Program {
+        name: "lookup floor (XDP)".into(),
+        ns: Some(lookup_ns),
+        saturation: lookup_sat,
+        zero_loss: lookup_zero,
+    });
 
     // The relay with room for a million streams.
     bar.set_message("relay: loading");
@@ -262,11 +337,21 @@ fn run() -> Result<()> {
     let relay = Relay::load_with(&mut loader, &relay_config)?;
     let g1 = t.g1.clone();
     let s1 = t.s1.clone();
-    let (mut relay, xdp_link) = t.relay.run(move || -> Result<_> {
+    let (s1_mac, s0_mac) = (t.s1_mac, t.s0_mac);
+    let (mut relay, xdp_link, hop) = t.relay.run(move || -> Result<_> {
         let mut relay = relay;
-        relay.add_egress(relay_ctl::xdp::ifindex(&s1).context("s1")?)?;
+        let s1_index = relay_ctl::xdp::ifindex(&s1).context("s1")?;
+        relay.add_egress(s1_index)?;
+        // The next hop as the daemon resolves it (route to the sink's subnet, its neighbour).
+        let hop = NextHop {
+            ifindex: s1_index,
+            mtu: 1500,
+            smac: s1_mac,
+            dmac: s0_mac,
+        };
+        relay.set_next_hop(HOP_SLOT, hop)?;
         let (link, _) = relay.attach(&g1)?;
-        Ok((relay, link))
+        Ok((relay, link, hop))
     })??;
     relay.insert_stream(
         StreamKey::from(sa(SINK_ADDR, LOOP_PORT)),
@@ -282,6 +367,8 @@ fn run() -> Result<()> {
     let mut relay_rate = Vec::new();
     let mut xdp_ns1 = Spread::default();
     let mut xdp_spread = Spread::default();
+    let mut xdp_sat = Spread::default();
+    let mut xdp_fib_ns = Spread::default();
     let mut installed = 0u32;
     for n in INSTALLED {
         bar.set_message(format!("relay: installing {n} streams"));
@@ -309,6 +396,18 @@ fn run() -> Result<()> {
         relay = r;
         if n == 1 {
             xdp_ns1 = ns;
+            // The same stream with its next hop unresolved: the FIB lookup the slot replaces.
+            relay.set_next_hop(HOP_SLOT, NextHop::default())?;
+            let (g1, frame) = (t.g1.clone(), loop_frame.clone());
+            let (r, ns) = t.relay.run(move || -> Result<(Relay, Spread)> {
+                let mut relay = relay;
+                let g1_index = relay_ctl::xdp::ifindex(&g1).context("g1")?;
+                let ns = ns_per_packet(relay.program()?, &frame, g1_index, XDP_REDIRECT)?;
+                Ok((relay, ns))
+            })??;
+            relay = r;
+            relay.set_next_hop(HOP_SLOT, hop)?;
+            xdp_fib_ns = ns;
         }
         relay_ns.push((n, ns.median));
         if OFFERED.contains(&n) {
@@ -320,10 +419,16 @@ fn run() -> Result<()> {
             } else {
                 let label = format!("relay, {n} streams");
                 let r_runs = if n == 1 { cmp_runs } else { runs };
-                let (r, spread) =
-                    spread_search(r_runs, || search(&t, &sink, live(&label, n, 20), &bar))?;
+                let (r, spread, sat) =
+                    rate_spreads(r_runs, || search(&t, &sink, live(&label, n, 20), &bar))?;
                 if n == 1 {
                     xdp_spread = spread;
+                    xdp_sat = sat;
+                    bar.set_message("relay: latency");
+                    if let Some(l) = traffic::latency(&t, &sink, live(&label, 1, 20), loads(&sat))?
+                    {
+                        latencies.push(("relay (XDP)".into(), l));
+                    }
                 }
                 relay_rate.push((n, r));
             }
@@ -352,21 +457,73 @@ fn run() -> Result<()> {
         Ok((relay, pass_obj, ns))
     })??;
     relay = r;
-    let (tc_rate, tc_spread) = spread_search(cmp_runs, || {
+    let (tc_rate, tc_spread, tc_sat) = rate_spreads(cmp_runs, || {
         search(&t, &sink, live("relay TC, 1 stream", 1, 20), &bar)
     })?;
     let tc_insns = relay.tc_program()?.info()?.verified_instruction_count();
+    bar.set_message("relay TC: latency");
+    if let Some(l) = traffic::latency(&t, &sink, live("relay TC", 1, 20), loads(&tc_sat))? {
+        latencies.push(("relay (TC)".into(), l));
+    }
     drop(relay);
     drop(pass_obj);
+    programs.push(Program {
+        name: "relay (XDP)".into(),
+        ns: Some(xdp_ns1),
+        saturation: xdp_sat,
+        zero_loss: xdp_spread,
+    });
+    programs.push(Program {
+        name: "relay (TC)".into(),
+        ns: Some(tc_ns),
+        saturation: tc_sat,
+        zero_loss: tc_spread,
+    });
+
+    // The kernel's forwarding path with nftables rewriting the same 5-tuple (no program).
+    bar.set_message("kernel path: nftables");
+    let stream0 = match stream_key(0) {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => bail!("stream 0 is IPv4"),
+    };
+    let kernel = {
+        let _nft = peers::KernelPath::start(&t, stream0, RELAY_OUT)?;
+        let r = rate_spreads(cmp_runs, || {
+            search(&t, &sink, live("kernel path, 1 stream", 1, 20), &bar)
+        })?;
+        bar.set_message("kernel path: latency");
+        if let Some(l) = traffic::latency(&t, &sink, live("kernel path", 1, 20), loads(&r.2))? {
+            latencies.push(("kernel path (nftables)".into(), l));
+        }
+        r
+    };
+    programs.push(Program {
+        name: "kernel path (nftables)".into(),
+        ns: None,
+        saturation: kernel.2,
+        zero_loss: kernel.1,
+    });
 
     let calls = if args.quick { 200 } else { 1000 };
     let (mut rtpengine_rate, mut ng_rtpengine, mut srtp_rtpengine) = (None, None, None);
     if args.peers {
         bar.set_message("rtpengine: starting");
         let _rtpe = peers::rtpengine_start(&t)?;
-        rtpengine_rate = Some(median_search(runs, || {
+        let (r, zero, sat) = rate_spreads(runs, || {
             peers::rtpengine_rate(&t, &sink, trial, steps, repeats, use_pktgen, &bar)
-        })?);
+        })?;
+        rtpengine_rate = Some(r);
+        bar.set_message("rtpengine: latency");
+        let spec = peers::rtpengine_spec(&t, trial, steps, repeats, use_pktgen)?;
+        if let Some(l) = traffic::latency(&t, &sink, spec, loads(&sat))? {
+            latencies.push(("rtpengine (userspace)".into(), l));
+        }
+        programs.push(Program {
+            name: "rtpengine (userspace)".into(),
+            ns: None,
+            saturation: sat,
+            zero_loss: zero,
+        });
         bar.set_message("rtpengine: SRTP -> RTP");
         let pid = _rtpe.pid().context("rtpengine's pid")?;
         srtp_rtpengine = Some(srtp::measure(
@@ -427,6 +584,9 @@ fn run() -> Result<()> {
         verifier_insns,
         floor_ns: floor_ns.median,
         relay_ns,
+        programs,
+        xdp_fib_ns,
+        latencies,
         hooks: report::Hooks {
             floor_ns,
             xdp_ns: xdp_ns1,

@@ -109,6 +109,18 @@ pub fn rtpengine_rate(
     pktgen: bool,
     bar: &ProgressBar,
 ) -> Result<Search> {
+    let spec = rtpengine_spec(t, trial, steps, repeats, pktgen)?;
+    search(t, sink, spec, bar)
+}
+
+/// The generator's set-up for rtpengine: a fresh call (and relay port) for every trial.
+pub fn rtpengine_spec(
+    t: &Topo,
+    trial: Duration,
+    steps: u32,
+    repeats: u32,
+    pktgen: bool,
+) -> Result<SearchSpec> {
     // rtpengine stops forwarding a stream whose socket queue overflowed a few times, which
     // every trial above its rate does: each trial gets a call of its own.
     let fresh = fresh_calls(t, RTPENGINE_NG.parse()?, "bench-rtpengine".into(), call)?;
@@ -125,7 +137,7 @@ pub fn rtpengine_rate(
         fresh: Some(fresh),
         pktgen,
     };
-    search(t, sink, spec, bar)
+    Ok(spec)
 }
 
 /// Offer+answer pairs per second against the NG server at `server` (from inside `ns`):
@@ -178,4 +190,72 @@ pub fn ng_pairs_per_second(
         }
         Ok(rate)
     })?
+}
+
+/// The kernel's own forwarding path as the peer an rtpengine kernel-module user knows (that
+/// module forwards from a netfilter hook; it cannot be loaded here): no XDP or TC program, the
+/// relay namespace routes the generator's stream and nftables rewrites the same 5-tuple the
+/// relay would. Stateless payload statements, not NAT: rtpengine's module rewrites per packet
+/// from its own per-stream table without conntrack, and stateless rules cost no conntrack
+/// entry or lookup per flow. Destination address and port are set in prerouting (before the
+/// route lookup), the source in postrouting (a local source would be refused as martian on
+/// input); nftables updates the IPv4 and UDP checksums. Removed on drop.
+pub struct KernelPath {
+    ns: String,
+}
+
+const NFT_TABLE: &str = "relay_bench_kernel_path";
+
+impl KernelPath {
+    /// Rewrites UDP to `stream` (the generator's stream 0) as the relay would: from
+    /// `out:port` to the sink's `SINK_ADDR:5000`.
+    pub fn start(t: &Topo, stream: SocketAddrV4, out: [u8; 4]) -> Result<KernelPath> {
+        let rules = format!(
+            "table ip {NFT_TABLE} {{\n\
+             chain pre {{ type filter hook prerouting priority -300; policy accept;\n\
+               ip daddr {d} udp dport {p} ip daddr set {sink} udp dport set 5000\n\
+             }}\n\
+             chain post {{ type filter hook postrouting priority 100; policy accept;\n\
+               ip saddr {g} udp sport {gp} ip daddr {sink} ip saddr set {o} udp sport set {op}\n\
+             }}\n\
+             }}\n",
+            d = stream.ip(),
+            p = stream.port(),
+            sink = Ipv4Addr::from(SINK_ADDR),
+            g = Ipv4Addr::from(GEN_ADDR),
+            gp = GEN_PORT,
+            o = Ipv4Addr::from(out),
+            op = stream.port() + 1,
+        );
+        let path = std::env::temp_dir().join(format!("{}-{NFT_TABLE}.nft", t.relay.name));
+        std::fs::write(&path, rules)?;
+        let guard = KernelPath {
+            ns: t.relay.name.clone(),
+        };
+        relay_tests::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &t.relay.name,
+                "nft",
+                "-f",
+                &path.to_string_lossy(),
+            ],
+        )
+        .context("loading the nftables rules (Debian package nftables)")?;
+        let _ = std::fs::remove_file(&path);
+        Ok(guard)
+    }
+}
+
+impl Drop for KernelPath {
+    fn drop(&mut self) {
+        let _ = relay_tests::run(
+            "ip",
+            &[
+                "netns", "exec", &self.ns, "nft", "delete", "table", "ip", NFT_TABLE,
+            ],
+        );
+    }
 }

@@ -25,6 +25,8 @@ pub struct Topo {
     pub s0: String,
     pub g0_mac: [u8; 6],
     pub g1_mac: [u8; 6],
+    pub s1_mac: [u8; 6],
+    pub s0_mac: [u8; 6],
 }
 
 fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
@@ -72,8 +74,9 @@ impl Topo {
         relay.ip(&["addr", "add", &format!("{SERVICE}/32"), "dev", "lo"])?;
         gen_ns.ip(&["route", "add", "10.0.0.0/8", "via", "10.20.1.1"])?;
         sink.ip(&["route", "add", "10.0.0.0/8", "via", "10.20.2.1"])?;
-        let s0_mac = mac(&sink, &s0)?;
-        let s0_mac = s0_mac
+        let s0_mac_bytes = mac(&sink, &s0)?;
+        let s1_mac = mac(&relay, &s1)?;
+        let s0_mac = s0_mac_bytes
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
@@ -108,6 +111,8 @@ impl Topo {
             s0,
             g0_mac,
             g1_mac,
+            s1_mac,
+            s0_mac: s0_mac_bytes,
         })
     }
 

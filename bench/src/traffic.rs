@@ -20,8 +20,9 @@ use indicatif::ProgressBar;
 use relay_common::{
     bench::{
         CTRL_ADDR, CTRL_INTERVAL, CTRL_PORT, GEN_CONFIG_SYMBOL, GEN_CTRL_MAP, GEN_HEADER,
-        GEN_PROGRAM, GEN_SEQ_MAP, GenConfig, OFF_IP_CHECK, OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC,
-        OFF_RTP_TS, OFF_UDP_CHECK, OFF_UDP_DPORT, SINK_STATS_MAP,
+        GEN_PROGRAM, GEN_SEQ_MAP, GenConfig, LAT_BUCKETS, OFF_IP_CHECK, OFF_IP_DST, OFF_RTP_SEQ,
+        OFF_RTP_SSRC, OFF_RTP_TS, OFF_STAMP, OFF_UDP_CHECK, OFF_UDP_DPORT, SINK_LAT_MAP,
+        SINK_STATS_MAP, lat_bucket_ns,
     },
     stats::StatEntry,
 };
@@ -87,6 +88,7 @@ pub fn gen_config(
         (OFF_RTP_SEQ, 2),
         (OFF_RTP_TS, 4),
         (OFF_RTP_SSRC, 4),
+        (OFF_STAMP, 8),
     ] {
         frame[off..off + len].fill(0);
     }
@@ -111,17 +113,64 @@ pub fn gen_config(
     )
 }
 
-/// Frames the sink counted (and dropped).
+/// Frames the sink counted (and dropped), and the one-way latency it measured.
 pub struct Sink {
     map: PerCpuArray<MapData, StatEntry>,
+    lat: std::sync::Mutex<PerCpuArray<MapData, u64>>,
+}
+
+/// One-way latency percentiles (microseconds) at one offered rate.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Latency {
+    /// Fraction of the program's saturation rate offered.
+    pub load: f64,
+    pub pps: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub samples: u64,
 }
 
 impl Sink {
     pub fn new(ebpf: &mut aya::Ebpf) -> Result<Sink> {
         let map = ebpf.take_map(SINK_STATS_MAP).context("no sink map")?;
+        let lat = ebpf.take_map(SINK_LAT_MAP).context("no latency map")?;
         Ok(Sink {
             map: PerCpuArray::try_from(map)?,
+            lat: std::sync::Mutex::new(PerCpuArray::try_from(lat)?),
         })
+    }
+
+    /// Zeroes the latency histogram.
+    pub fn reset_latency(&self) -> Result<()> {
+        let cpus = nr_cpus().map_err(|(_, e)| e)?;
+        let mut lat = self.lat.lock().unwrap_or_else(|e| e.into_inner());
+        for b in 0..LAT_BUCKETS {
+            lat.set(b, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        }
+        Ok(())
+    }
+
+    /// The histogram summed over CPUs: p50, p99, p99.9 (us, bucket upper edges) and samples.
+    pub fn latency(&self) -> Result<(f64, f64, f64, u64)> {
+        let lat = self.lat.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = Vec::with_capacity(LAT_BUCKETS as usize);
+        for b in 0..LAT_BUCKETS {
+            counts.push(lat.get(&b, 0)?.iter().sum::<u64>());
+        }
+        let total: u64 = counts.iter().sum();
+        let at = |q: f64| {
+            let want = (total as f64 * q).ceil() as u64;
+            let mut acc = 0;
+            for (b, c) in counts.iter().enumerate() {
+                acc += c;
+                if acc >= want.max(1) {
+                    return lat_bucket_ns(b as u32) as f64 / 1e3;
+                }
+            }
+            f64::NAN
+        };
+        Ok((at(0.5), at(0.99), at(0.999), total))
     }
 
     pub fn packets(&self) -> Result<u64> {
@@ -353,6 +402,65 @@ fn search_inner(t: &Topo, sink: &Arc<Sink>, spec: SearchSpec, bar: &ProgressBar)
     })?
 }
 
+/// One-way latency at the offered rates `rates` (fraction of saturation, pps): one paced trial
+/// each (the live-frames generator; None with pktgen, which does not stamp).
+pub fn latency(
+    t: &Topo,
+    sink: &Arc<Sink>,
+    spec: SearchSpec,
+    rates: Vec<(f64, f64)>,
+) -> Result<Option<Vec<Latency>>> {
+    if spec.pktgen {
+        return Ok(None);
+    }
+    let _awake = crate::topo::KeepAwake::start(1);
+    t.pin_napi()?;
+    let g0 = t.g0.clone();
+    let sink = Arc::clone(sink);
+    t.gen_ns.run(move || -> Result<Option<Vec<Latency>>> {
+        topo::pin(0, 0, None)?;
+        let ifindex = relay_ctl::xdp::ifindex(&g0).context("generator device")?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GEN_CONFIG_SYMBOL, &spec.config, true)
+            .load(BENCH_OBJECT)?;
+        let ctrl = Array::try_from(ebpf.take_map(GEN_CTRL_MAP).context("no control map")?)?;
+        let state = PerCpuArray::try_from(ebpf.take_map(GEN_SEQ_MAP).context("no seq map")?)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(GEN_PROGRAM)
+            .context("no gen program")?
+            .try_into()?;
+        prog.load()?;
+        let ctx = xdp_md(spec.frame.len(), ifindex);
+        let mut g = Generator {
+            prog,
+            ctrl,
+            fresh: spec.fresh,
+            state,
+            frame: spec.frame,
+            ctx,
+        };
+        let secs = spec.trial.as_secs_f64() * 2.0;
+        let mut out = Vec::new();
+        for (load, pps) in rates {
+            let count = ((pps * secs) as u64).clamp(1_000, MAX_TRIAL_PACKETS);
+            // A short warm-up at the same rate, then the measured trial.
+            g.trial(&sink, Some(pps), count / 10 + 1_000, spec.drain)?;
+            sink.reset_latency()?;
+            let tr = g.trial(&sink, Some(pps), count, spec.drain)?;
+            let (p50, p99, p999, samples) = sink.latency()?;
+            out.push(Latency {
+                load,
+                pps: tr.rate(),
+                p50,
+                p99,
+                p999,
+                samples,
+            });
+        }
+        Ok(Some(out))
+    })?
+}
+
 /// The search proper: an unthrottled trial, then a geometric bisection on the offered rate.
 #[allow(clippy::too_many_arguments)]
 pub fn bisect(
@@ -445,7 +553,7 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(mut runs: Vec<f64>) -> Spread {
+    pub fn of(mut runs: Vec<f64>) -> Spread {
         runs.sort_by(f64::total_cmp);
         Spread {
             median: runs[runs.len() / 2],

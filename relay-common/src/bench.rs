@@ -26,6 +26,10 @@ pub const SINK_STATS_MAP: &str = "SINK_STATS";
 pub const FLOOR_DEVMAP: &str = "FLOOR_DEVMAP";
 pub const GEN_PROGRAM: &str = "gen";
 pub const FLOOR_PROGRAM: &str = "floor";
+/// The floor plus one stream-table lookup ([`LOOKUP_STREAMS_MAP`]).
+pub const LOOKUP_FLOOR_PROGRAM: &str = "lookup_floor";
+/// The lookup floor's stream table (the relay's key and value types).
+pub const LOOKUP_STREAMS_MAP: &str = "LOOKUP_STREAMS";
 pub const SINK_PROGRAM: &str = "sink";
 /// Passes every frame: on the relay's veth it makes the kernel run NAPI for frames the
 /// generator's XDP_TX queued, so the TC hook under test sees them.
@@ -42,6 +46,39 @@ pub const OFF_UDP_CHECK: usize = 40;
 pub const OFF_RTP_SEQ: usize = 44;
 pub const OFF_RTP_TS: usize = 46;
 pub const OFF_RTP_SSRC: usize = 50;
+/// The first 8 payload bytes: the generator's send time (`bpf_ktime_get_ns`, CLOCK_MONOTONIC,
+/// native byte order), which the sink subtracts from its own reading of the same clock.
+pub const OFF_STAMP: usize = 54;
+/// Per-CPU histogram of one-way latency the sink measured, [`LAT_BUCKETS`] slots
+/// ([`lat_bucket`] gives a latency's slot, [`lat_bucket_ns`] a slot's upper edge).
+pub const SINK_LAT_MAP: &str = "SINK_LAT";
+pub const LAT_BUCKETS: u32 = 4096;
+/// Fine buckets (250 ns wide) up to this latency; 64 us wide above.
+const LAT_FINE_NS: u64 = 500_000;
+const LAT_FINE_W: u64 = 250;
+const LAT_COARSE_W: u64 = 64_000;
+
+/// The histogram slot of a latency.
+pub const fn lat_bucket(ns: u64) -> u32 {
+    if ns < LAT_FINE_NS {
+        (ns / LAT_FINE_W) as u32
+    } else {
+        let fine = (LAT_FINE_NS / LAT_FINE_W) as u32;
+        let c = (ns - LAT_FINE_NS) / LAT_COARSE_W;
+        let max = (LAT_BUCKETS - 1 - fine) as u64;
+        fine + if c > max { max as u32 } else { c as u32 }
+    }
+}
+
+/// The upper edge (ns) of a histogram slot.
+pub const fn lat_bucket_ns(b: u32) -> u64 {
+    let fine = (LAT_FINE_NS / LAT_FINE_W) as u32;
+    if b < fine {
+        (b as u64 + 1) * LAT_FINE_W
+    } else {
+        LAT_FINE_NS + ((b - fine) as u64 + 1) * LAT_COARSE_W
+    }
+}
 
 /// Read-only global of the generator. Packet `n` belongs to stream `i = n % streams`, which is
 /// sent to address `addr_base + i / ports_per_addr`, port `port_base + i % ports_per_addr`,

@@ -19,4 +19,6 @@ pub mod names {
     pub const STREAMS_MAP: &str = "RELAY_STREAMS";
     pub const STREAM_COUNTERS_MAP: &str = "RELAY_STREAM_COUNTERS";
     pub const DEVMAP: &str = "RELAY_DEVMAP";
+    pub const NEXT_HOPS_MAP: &str = "RELAY_NEXT_HOPS";
+    pub const EVENTS_MAP: &str = "RELAY_EVENTS";
 }

@@ -174,6 +174,29 @@ impl Verdict {
     }
 }
 
+/// Per-CPU counters of things a frame may meet on its way, besides the one [`Reason`] it ends
+/// in (so they do not add up to the frames seen). Indices into the events array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A forwarded stream's next hop came from the kernel FIB lookup, not from the daemon
+    /// (no next-hop slot, or one not resolved: no neighbour entry yet, policy routing, a route
+    /// the daemon does not follow).
+    FibLookup = 0,
+}
+
+impl Event {
+    pub const COUNT: u32 = 1;
+    pub const ALL: [Event; Self::COUNT as usize] = [Event::FibLookup];
+
+    /// Stable snake_case name, used in `relay-ctl stats` and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Event::FibLookup => "fib_lookup",
+        }
+    }
+}
+
 /// One counter slot: frames and bytes (whole frame, as XDP saw it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -81,7 +81,29 @@ pub struct StreamEntry {
     /// With [`FLAG_RTCP_DEMUX`]: the rewrite for RTCP (the other leg's RTCP endpoints).
     pub rtcp_src: Endpoint,
     pub rtcp_dst: Endpoint,
+    /// Slot in [`NEXT_HOPS_MAP`](crate::names::NEXT_HOPS_MAP) holding the way to `dst`,
+    /// resolved by the daemon; 0 (or a slot not resolved now): the kernel FIB decides.
+    pub next_hop: u32,
+    /// The same for `rtcp_dst` (with [`FLAG_RTCP_DEMUX`]).
+    pub rtcp_next_hop: u32,
 }
+
+/// Value of the next-hop array: where frames to one destination leave, as the daemon resolved
+/// it from the kernel's routes and neighbours. Slot 0 is never used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    /// Egress device; 0: not resolved (no route the daemon can follow, no neighbour entry
+    /// yet): the program makes the FIB lookup instead.
+    pub ifindex: u32,
+    /// Largest IP packet the egress takes (the route's MTU, else the device's).
+    pub mtu: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+
+/// Capacity of the next-hop array: one slot per distinct (destination, egress) in use.
+pub const MAX_NEXT_HOPS: u32 = 16_384;
 
 /// Per-CPU, per-stream counters. `last_seen_ns` is `bpf_ktime_get_coarse_ns()`:
 /// CLOCK_MONOTONIC_COARSE, at most a tick behind CLOCK_MONOTONIC and ~20 ns cheaper per packet;
@@ -99,7 +121,8 @@ pub const MAX_STREAMS: u32 = 65_536;
 
 const _: () = assert!(core::mem::size_of::<StreamKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Endpoint>() == 20);
-const _: () = assert!(core::mem::size_of::<StreamEntry>() == 120);
+const _: () = assert!(core::mem::size_of::<StreamEntry>() == 128);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 20);
 const _: () = assert!(core::mem::size_of::<StreamCounters>() == 24);
 
 #[cfg(feature = "user")]
@@ -116,6 +139,8 @@ mod user {
     unsafe impl aya::Pod for StreamEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for StreamCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for NextHop {}
 
     fn addr_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
         let mut a = [0u8; 16];

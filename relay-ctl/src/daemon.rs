@@ -88,6 +88,14 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut device_watch = tokio::time::interval(std::time::Duration::from_secs(1));
+    // Routes and neighbours, for next hops the fast path reads without a FIB lookup.
+    let mut net = match crate::next_hop_watch::spawn() {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            tracing::warn!(error = %e, "no netlink watcher: every stream uses the kernel FIB lookup");
+            None
+        }
+    };
     let mut buf = vec![0u8; 65_536];
     let (done_tx, mut done_rx) = mpsc::channel(1);
     let mut commits = GroupCommit::new(done_tx);
@@ -166,6 +174,12 @@ pub async fn run(
                 engine.handle_remote(now(), ev);
                 commits.advance(&mut engine, &ng).await;
             }
+            Some(snap) = async {
+                match net.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => engine.net_changed(snap),
             _ = addr_poll.tick(), if engine.ha_enabled() => {
                 engine.poll_addresses(now());
                 commits.advance(&mut engine, &ng).await;

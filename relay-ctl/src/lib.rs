@@ -13,6 +13,8 @@ pub mod gateway;
 pub mod host;
 pub mod journal;
 pub mod metrics;
+pub mod next_hop;
+pub mod next_hop_watch;
 pub mod ngcrypto;
 pub mod ngmap;
 pub mod ngopts;

@@ -43,6 +43,7 @@ pub const PERSISTENT_MAPS: &[&str] = &[
     names::STREAMS_MAP,
     names::STREAM_COUNTERS_MAP,
     names::DEVMAP,
+    names::EVENTS_MAP,
 ];
 
 /// How an interface came to run this daemon's program.

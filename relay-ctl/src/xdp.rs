@@ -12,8 +12,8 @@ use aya::{
 use relay_common::{
     config::{CONFIG_SYMBOL, RelayConfig},
     names,
-    stats::{Reason, StatEntry},
-    stream::{StreamCounters, StreamEntry, StreamKey},
+    stats::{Event, Reason, StatEntry},
+    stream::{NextHop, StreamCounters, StreamEntry, StreamKey},
 };
 
 use crate::engine::FastPathError;
@@ -159,6 +159,34 @@ impl Relay {
         }
     }
 
+    pub fn events_map(&self) -> Result<PerCpuArray<&MapData, u64>, XdpError> {
+        let map = self
+            .ebpf
+            .map(names::EVENTS_MAP)
+            .ok_or(XdpError::MissingMap(names::EVENTS_MAP))?;
+        Ok(PerCpuArray::try_from(map)?)
+    }
+
+    /// Writes slot `slot` of the next-hop array (a zero `ifindex`: the FIB decides).
+    pub fn set_next_hop(&mut self, slot: u32, hop: NextHop) -> Result<(), XdpError> {
+        let map = self
+            .ebpf
+            .map_mut(names::NEXT_HOPS_MAP)
+            .ok_or(XdpError::MissingMap(names::NEXT_HOPS_MAP))?;
+        let mut arr: aya::maps::Array<&mut MapData, NextHop> = aya::maps::Array::try_from(map)?;
+        Ok(arr.set(slot, hop, 0)?)
+    }
+
+    /// Slot `slot` of the next-hop array.
+    pub fn next_hop(&self, slot: u32) -> Result<NextHop, XdpError> {
+        let map = self
+            .ebpf
+            .map(names::NEXT_HOPS_MAP)
+            .ok_or(XdpError::MissingMap(names::NEXT_HOPS_MAP))?;
+        let arr: aya::maps::Array<&MapData, NextHop> = aya::maps::Array::try_from(map)?;
+        Ok(arr.get(&slot, 0)?)
+    }
+
     pub fn stats_map(&self) -> Result<PerCpuArray<&MapData, StatEntry>, XdpError> {
         let map = self
             .ebpf
@@ -209,6 +237,23 @@ pub fn read_totals<T: std::borrow::Borrow<MapData>>(
         out.push((reason, sum));
     }
     Ok(Totals(out))
+}
+
+/// The per-CPU event counters ([`Event`]) summed over CPUs, in [`Event::ALL`] order.
+pub fn read_events<T: std::borrow::Borrow<MapData>>(
+    map: &PerCpuArray<T, u64>,
+) -> Result<Vec<(Event, u64)>, XdpError> {
+    let mut out = Vec::with_capacity(Event::COUNT as usize);
+    for e in Event::ALL {
+        out.push((e, map.get(&(e as u32), 0)?.iter().sum()));
+    }
+    Ok(out)
+}
+
+/// Opens the event counters a running daemon pinned under `dir`.
+pub fn open_pinned_events(dir: &Path) -> Result<PerCpuArray<MapData, u64>, XdpError> {
+    let data = MapData::from_pin(dir.join(names::EVENTS_MAP))?;
+    Ok(PerCpuArray::try_from(Map::PerCpuArray(data))?)
 }
 
 /// Opens the stats map a running daemon pinned under `dir`.
@@ -378,6 +423,14 @@ impl crate::engine::FastPath for Relay {
 
     fn keys(&mut self) -> Result<Vec<StreamKey>, FastPathError> {
         Ok(self.streams()?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    fn set_next_hop(&mut self, slot: u32, hop: NextHop) -> Result<(), FastPathError> {
+        Ok(Relay::set_next_hop(self, slot, hop)?)
+    }
+
+    fn events(&self) -> Result<Vec<(Event, u64)>, FastPathError> {
+        Ok(read_events(&self.events_map()?)?)
     }
 }
 

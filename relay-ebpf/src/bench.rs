@@ -1,7 +1,8 @@
 //! The benchmark's programs, a separate object from the relay so production never loads them:
 //! `gen` (an in-kernel RTP generator driven by BPF_PROG_TEST_RUN live frames, the mechanism
 //! xdp-trafficgen uses), `floor` (the relay's parse and port check, then a redirect: no lookup,
-//! no rewrite), `sink` (counts and drops what arrives) and `pass` (lets a veth deliver to
+//! no rewrite), `lookup_floor` (the same plus one stream-table lookup: what the relay adds on
+//! top of it is its own cost), `sink` (counts and drops what arrives) and `pass` (lets a veth deliver to
 //! the TC program behind it).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -13,7 +14,7 @@ mod csum;
 #[allow(dead_code)]
 mod hook;
 mod net;
-// Shared with the relay, which reads every field of a parsed flow; the floor needs fewer.
+// Shared with the relay, which reads every field of the parsed headers; the floor needs fewer.
 #[allow(dead_code)]
 mod parse;
 
@@ -21,18 +22,20 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
     helpers::generated::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, DevMap, PerCpuArray},
+    maps::{Array, DevMap, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use csum::{fold, words};
-use net::{UdpHdr, ptr_at};
+use net::{Ipv4Hdr, Ipv6Hdr, UdpHdr, ptr_at};
 use relay_common::{
     bench::{
-        CTRL_ADDR, CTRL_INTERVAL, CTRL_PORT, GEN_HEADER, GEN_MAX_SPIN, GenConfig, OFF_IP_CHECK,
-        OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC, OFF_RTP_TS, OFF_UDP_CHECK, OFF_UDP_DPORT,
+        CTRL_ADDR, CTRL_INTERVAL, CTRL_PORT, GEN_HEADER, GEN_MAX_SPIN, GenConfig, LAT_BUCKETS,
+        OFF_IP_CHECK, OFF_IP_DST, OFF_RTP_SEQ, OFF_RTP_SSRC, OFF_RTP_TS, OFF_STAMP, OFF_UDP_CHECK,
+        OFF_UDP_DPORT, lat_bucket,
     },
     config::RelayConfig,
     stats::StatEntry,
+    stream::{FAMILY_V4, FAMILY_V6, MAX_STREAMS, StreamEntry, StreamKey},
 };
 
 #[unsafe(no_mangle)]
@@ -57,6 +60,13 @@ static GEN_CTRL: Array<u64> = Array::with_max_entries(3, 0);
 
 #[map(name = "SINK_STATS")]
 static SINK_STATS: PerCpuArray<StatEntry> = PerCpuArray::with_max_entries(1, 0);
+
+/// The lookup floor's stream table: the relay's key and value types, so a lookup costs the same.
+#[map(name = "LOOKUP_STREAMS")]
+static LOOKUP_STREAMS: HashMap<StreamKey, StreamEntry> = HashMap::with_max_entries(MAX_STREAMS, 0);
+
+#[map(name = "SINK_LAT")]
+static SINK_LAT: PerCpuArray<u64> = PerCpuArray::with_max_entries(LAT_BUCKETS, 0);
 
 #[map(name = "FLOOR_DEVMAP")]
 static FLOOR_DEVMAP: DevMap = DevMap::with_max_entries(1, 0);
@@ -137,7 +147,16 @@ pub fn r#gen(ctx: XdpContext) -> u32 {
             + words(&ts, false)
             + words(&ssrc, false),
     );
+    // The send time, last, so it includes everything above (pacing too).
+    let Ok(stamp_at) = ptr_at::<[u8; 8]>(&ctx, OFF_STAMP) else {
+        return XDP_ABORTED;
+    };
+    // SAFETY: helper without preconditions.
+    let stamp = unsafe { bpf_ktime_get_ns() }.to_ne_bytes();
+    let udp = !fold(u64::from(!udp) + words(&stamp, false));
     let udp_check = if udp == 0 { 0xffff } else { udp };
+    // SAFETY: bounds checked by ptr_at.
+    unsafe { *stamp_at = stamp };
     // SAFETY: GEN_HEADER bytes bounds checked by ptr_at; all offsets are inside it.
     unsafe {
         let f = &mut *frame;
@@ -175,6 +194,48 @@ pub fn floor(ctx: XdpContext) -> u32 {
     FLOOR_DEVMAP.redirect(0, 0).unwrap_or(XDP_PASS)
 }
 
+/// The floor plus the relay's stream-table lookup (by local address and port), then the same
+/// redirect: no source check, rewrite or next hop.
+#[xdp]
+pub fn lookup_floor(ctx: XdpContext) -> u32 {
+    let Ok(offsets) = parse::parse(&ctx) else {
+        return XDP_PASS;
+    };
+    let Ok(udp) = ptr_at::<UdpHdr>(&ctx, offsets.l4) else {
+        return XDP_PASS;
+    };
+    // SAFETY: a static, always valid to read; udp bounds checked by ptr_at.
+    let (config, port) = unsafe { (core::ptr::read_volatile(&RELAY_CONFIG), (*udp).dest) };
+    if !config.is_relay_port(u16::from_be(port)) {
+        return XDP_PASS;
+    }
+    let mut key = StreamKey {
+        family: FAMILY_V4,
+        _pad: 0,
+        port,
+        addr: [0; 16],
+    };
+    if offsets.v6 {
+        let Ok(ip) = ptr_at::<Ipv6Hdr>(&ctx, offsets.l3) else {
+            return XDP_PASS;
+        };
+        key.family = FAMILY_V6;
+        // SAFETY: bounds checked by ptr_at.
+        key.addr = unsafe { (*ip).daddr };
+    } else {
+        let Ok(ip) = ptr_at::<Ipv4Hdr>(&ctx, offsets.l3) else {
+            return XDP_PASS;
+        };
+        // SAFETY: bounds checked by ptr_at.
+        key.addr[..4].copy_from_slice(unsafe { &(*ip).daddr });
+    }
+    // SAFETY: a hash map value read under RCU, not kept past this program.
+    if unsafe { LOOKUP_STREAMS.get(key) }.is_none() {
+        return XDP_PASS;
+    }
+    FLOOR_DEVMAP.redirect(0, 0).unwrap_or(XDP_PASS)
+}
+
 /// Passes everything: a veth runs NAPI (and so delivers frames a peer's XDP sent) only when
 /// it has an XDP program; this one lets the TC hook behind it be measured.
 #[xdp]
@@ -185,10 +246,23 @@ pub fn pass(_ctx: XdpContext) -> u32 {
 /// Counts and drops UDP; passes everything else (neighbour discovery keeps working).
 #[xdp]
 pub fn sink(ctx: XdpContext) -> u32 {
-    if parse::parse(&ctx).is_err() {
+    let Ok(offsets) = parse::parse(&ctx) else {
         return XDP_PASS;
-    }
+    };
     let len = (ctx.data_end() - ctx.data()) as u64;
+    // One-way latency from the generator's stamp (same clock, same host).
+    if let Ok(stamp) = ptr_at::<[u8; 8]>(&ctx, offsets.l4 + 8 + 12) {
+        // SAFETY: bounds checked by ptr_at; helper without preconditions.
+        let (sent, now) = unsafe { (u64::from_ne_bytes(*stamp), bpf_ktime_get_ns()) };
+        if sent != 0
+            && sent <= now
+            && now - sent < 1_000_000_000
+            && let Some(b) = SINK_LAT.get_ptr_mut(lat_bucket(now - sent))
+        {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe { *b += 1 };
+        }
+    }
     if let Some(s) = SINK_STATS.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe {

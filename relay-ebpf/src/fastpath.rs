@@ -10,7 +10,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_csum_diff, bpf_fib_lookup, bpf_ktime_get_coarse_ns},
 };
 use relay_common::{
-    stats::Reason,
+    stats::{Event, Reason},
     stream::{
         Endpoint, FAMILY_V4, FAMILY_V6, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, Mismatch,
         StreamKey,
@@ -137,6 +137,7 @@ fn forward<C: Egress>(
         src: &entry.src,
         dst: &entry.dst,
         egress: entry.egress_ifindex,
+        next_hop: entry.next_hop,
     };
     if entry.flags & FLAG_RTCP_DEMUX != 0 {
         let rtp: *const [u8; 10] = ptr_at(ctx, offsets.l4).map_err(|()| Reason::PassMalformed)?;
@@ -144,6 +145,7 @@ fn forward<C: Egress>(
         if (192..=223).contains(&unsafe { (*rtp)[9] }) {
             rewrite.src = &entry.rtcp_src;
             rewrite.dst = &entry.rtcp_dst;
+            rewrite.next_hop = entry.rtcp_next_hop;
         }
     }
     let out_v6 = match (rewrite.src.family, rewrite.dst.family) {
@@ -182,11 +184,13 @@ fn forward<C: Egress>(
     Ok(reason)
 }
 
-/// The rewrite a packet gets: new source and destination, and the egress device (0: FIB).
+/// The rewrite a packet gets: new source and destination, the egress device (0: FIB) and the
+/// slot of the next hop the daemon resolved for `dst` (0: none).
 struct Rewrite<'a> {
     src: &'a Endpoint,
     dst: &'a Endpoint,
     egress: u32,
+    next_hop: u32,
 }
 
 /// The rewrites and the FIB lookup are BPF-to-BPF calls, each with its own stack frame
@@ -439,9 +443,31 @@ struct Hop {
     dmac: [u8; 6],
 }
 
-/// Next hop from the kernel FIB: the ingress device or another one the daemon registered.
+/// Next hop as the daemon resolved it (routes and neighbours, kept current from netlink
+/// events), else from the kernel FIB: the ingress device or another one the daemon registered.
 #[inline(never)]
 fn next_hop<C: Hook>(ctx: &C, v6: bool, e: &Rewrite<'_>, out_len: usize) -> Result<Hop, Reason> {
+    if e.next_hop != 0
+        && let Some(h) = crate::RELAY_NEXT_HOPS.get(e.next_hop)
+        && h.ifindex != 0
+    {
+        // The daemon only resolves to devices it registered for redirects.
+        if out_len > h.mtu as usize {
+            return Err(Reason::PassTooBig);
+        }
+        return Ok(Hop {
+            ifindex: h.ifindex,
+            smac: h.smac,
+            dmac: h.dmac,
+        });
+    }
+    crate::count_event(Event::FibLookup);
+    fib_lookup(ctx, v6, e, out_len)
+}
+
+/// The kernel FIB's next hop (`bpf_fib_lookup`), with its MTU check.
+#[inline(always)]
+fn fib_lookup<C: Hook>(ctx: &C, v6: bool, e: &Rewrite<'_>, out_len: usize) -> Result<Hop, Reason> {
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     let ingress = ctx.ingress_ifindex();

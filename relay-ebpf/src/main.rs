@@ -20,15 +20,15 @@ use aya_ebpf::{
     },
     helpers::generated::bpf_redirect,
     macros::{classifier, map, xdp},
-    maps::{DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 use fastpath::{Egress, try_relay};
 use hook::Hook;
 use relay_common::{
     config::RelayConfig,
-    stats::{Reason, StatEntry, Verdict},
-    stream::{MAX_STREAMS, StreamCounters, StreamEntry, StreamKey},
+    stats::{Event, Reason, StatEntry, Verdict},
+    stream::{MAX_NEXT_HOPS, MAX_STREAMS, NextHop, StreamCounters, StreamEntry, StreamKey},
 };
 
 #[map(name = "RELAY_STATS")]
@@ -45,6 +45,15 @@ pub(crate) static RELAY_STREAM_COUNTERS: PerCpuArray<StreamCounters> =
 /// Egress devices for XDP_REDIRECT, keyed by ifindex; the loader registers every attached device.
 #[map(name = "RELAY_DEVMAP")]
 pub(crate) static RELAY_DEVMAP: DevMapHash = DevMapHash::with_max_entries(64, 0);
+
+/// Next hops the daemon resolved (routes and neighbours), indexed from the stream entries: an
+/// array, so reaching one costs no hash lookup, and a neighbour change rewrites one slot.
+#[map(name = "RELAY_NEXT_HOPS")]
+pub(crate) static RELAY_NEXT_HOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXT_HOPS, 0);
+
+/// Per-CPU [`Event`] counters.
+#[map(name = "RELAY_EVENTS")]
+static RELAY_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Event::COUNT, 0);
 
 /// Set by the loader (read-only global); read with `read_volatile` so it is not folded.
 #[unsafe(no_mangle)]
@@ -126,6 +135,14 @@ fn count(reason: Reason, bytes: u64) {
             (*slot).packets += 1;
             (*slot).bytes += bytes;
         }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn count_event(event: Event) {
+    if let Some(slot) = RELAY_EVENTS.get_ptr_mut(event as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU in softirq context.
+        unsafe { *slot += 1 };
     }
 }
 

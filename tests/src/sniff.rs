@@ -97,6 +97,33 @@ impl Sniffer {
         })
     }
 
+    /// Every queued incoming frame as it arrived (link header included), unchecked.
+    pub fn frames(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            // SAFETY: all-zero is a valid sockaddr_ll; recvfrom writes into live buffers.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                )
+            };
+            if n <= 0 {
+                return out;
+            }
+            if from.sll_pkttype != libc::PACKET_OUTGOING {
+                out.push(buf[..n as usize].to_vec());
+            }
+        }
+    }
+
     /// Reads every queued frame and checks the incoming UDP ones.
     pub fn drain(&self) -> Report {
         let mut r = Report::default();

@@ -168,15 +168,16 @@ pub fn ensure() -> Result<Env> {
     Ok(Env { llvm_bin })
 }
 
-/// What `cargo xtask bench` needs beyond the build: a font for the plot's labels, and
-/// rtpengine when it is measured too.
+/// What `cargo xtask bench` needs beyond the build: a font for the plot's labels, nftables
+/// for the kernel-path peer, and rtpengine when it is measured too.
 pub fn ensure_bench(peers: bool) -> Result<()> {
-    const FONT: &str = "fonts-dejavu-core";
-    if deb_installed(FONT) {
-        report(FONT, "present");
-    } else {
-        apt_install(&[FONT.to_owned()])?;
-        report(FONT, "installed");
+    for pkg in ["fonts-dejavu-core", "nftables"] {
+        if deb_installed(pkg) {
+            report(pkg, "present");
+        } else {
+            apt_install(&[pkg.to_owned()])?;
+            report(pkg, "installed");
+        }
     }
     if peers {
         install_peers()?;

@@ -15,6 +15,10 @@ pub fn print(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
         )
     })?;
     let totals = xdp::read_totals(&map)?;
+    // Absent under pins of a daemon from before the events map: shown as none.
+    let events = xdp::open_pinned_events(pin_dir)
+        .and_then(|m| xdp::read_events(&m))
+        .unwrap_or_default();
     // The daemon may be down while the fast path keeps forwarding; its part is optional.
     let daemon = cli::statistics(c).ok();
     // Which hook each device runs: the daemon says (with driver and state); without it, the
@@ -40,10 +44,14 @@ pub fn print(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
                 serde_json::json!({"reason": r.name(), "verdict": r.verdict().name(), "packets": e.packets, "bytes": e.bytes})
             })
             .collect();
+        let events: serde_json::Map<String, serde_json::Value> = events
+            .iter()
+            .map(|(e, n)| (e.name().to_owned(), serde_json::json!(n)))
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"fastpath": rows, "datapath": datapaths, "daemon": daemon})
+                &serde_json::json!({"fastpath": rows, "events": events, "datapath": datapaths, "daemon": daemon})
             )?
         );
         return Ok(());
@@ -72,6 +80,12 @@ pub fn print(c: &Common, pin_dir: &std::path::Path) -> Result<()> {
             e.packets,
             e.bytes
         );
+    }
+    // Counted besides the reasons: e.g. forwarded frames whose next hop needed the FIB.
+    println!();
+    println!("{:<22} {:>14}", "EVENT", "PACKETS");
+    for (e, n) in &events {
+        println!("{:<22} {:>14}", e.name(), n);
     }
     match daemon
         .as_ref()

@@ -7,16 +7,22 @@ use std::{
     net::SocketAddr,
 };
 
-use relay_common::stream::{
-    Endpoint, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, Mismatch, StreamCounters,
-    StreamEntry, StreamKey,
+use relay_common::{
+    stats::Event,
+    stream::{
+        Endpoint, FLAG_RTCP_DEMUX, FLAG_SET_TOS, FLAG_SOURCE_ANY, MAX_NEXT_HOPS, Mismatch, NextHop,
+        StreamCounters, StreamEntry, StreamKey,
+    },
 };
 use relay_core::{
     forwarding::{ForwardingEntry, MismatchPolicy, diff},
     session::LatchTimers,
 };
 
-use crate::xdp::{Totals, XdpError};
+use crate::{
+    next_hop::{NetSnapshot, NextHops},
+    xdp::{Totals, XdpError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FastPathError {
@@ -42,6 +48,10 @@ pub trait FastPath {
     fn capacity(&self) -> Result<u32, FastPathError>;
     /// The relay endpoints that have an entry now.
     fn keys(&mut self) -> Result<Vec<StreamKey>, FastPathError>;
+    /// Writes one slot of the next-hop array.
+    fn set_next_hop(&mut self, slot: u32, hop: NextHop) -> Result<(), FastPathError>;
+    /// Per-event counters ([`Event`]), summed over CPUs.
+    fn events(&self) -> Result<Vec<(Event, u64)>, FastPathError>;
 }
 
 /// A change to the fast path's maps, held until the state that explains it is durable.
@@ -49,6 +59,8 @@ pub(crate) enum MapOp {
     Remove(StreamKey),
     ResetCounters(u32),
     Insert(StreamKey, StreamEntry),
+    /// Writes a new next-hop slot (its value as it is at the flush) before an entry names it.
+    SetNextHop(u32),
 }
 
 /// The entries applied to the fast path and the counter slot of each relay endpoint. Changes
@@ -68,6 +80,10 @@ pub struct StreamTable {
     held: HashSet<SocketAddr>,
     /// The latch handover interval as the fast path reads it (tenths of a second).
     handover_ds: u8,
+    /// Next-hop slots, shared by the streams going to one destination.
+    next_hops: NextHops,
+    /// The next-hop slots (RTP, RTCP; 0: none) each installed entry names.
+    hops_of: HashMap<SocketAddr, [u32; 2]>,
 }
 
 impl StreamTable {
@@ -89,6 +105,8 @@ impl StreamTable {
             // Slot 0 stays unused so a zeroed entry never counts into a live stream.
             free_slots: (1..capacity).rev().filter(|s| !taken.contains(s)).collect(),
             tos: HashMap::new(),
+            next_hops: NextHops::new(MAX_NEXT_HOPS, HashSet::new()),
+            hops_of: HashMap::new(),
             handover_ds: handover_ds(LatchTimers::default().handover_after),
         })
     }
@@ -97,6 +115,49 @@ impl StreamTable {
     /// now on carry it).
     pub fn set_handover_after(&mut self, after: std::time::Duration) {
         self.handover_ds = handover_ds(after);
+    }
+
+    /// The kernel's routing state changed (or was read for the first time): every next-hop
+    /// slot is resolved again and those that changed are written at once (they are derived
+    /// from the kernel, not from saved state). `owned`: the devices the fast path runs on.
+    pub fn net_changed(&mut self, snap: NetSnapshot, owned: HashSet<u32>) {
+        for (slot, hop) in self.next_hops.update(snap, owned) {
+            if let Err(err) = self.fast_path.set_next_hop(slot, hop) {
+                tracing::warn!(slot, error = %err, "writing a next hop; its streams use the FIB lookup");
+            }
+        }
+    }
+
+    /// Next-hop slots in use and how many of them are resolved.
+    pub fn next_hop_counts(&self) -> (usize, usize) {
+        (self.next_hops.len(), self.next_hops.resolved())
+    }
+
+    /// Per-event counters of the fast path.
+    pub fn events(&self) -> Result<Vec<(Event, u64)>, FastPathError> {
+        self.fast_path.events()
+    }
+
+    /// The next-hop slot for `dst` (0 when the array is full: the FIB decides); a new slot is
+    /// written before the entry that names it.
+    fn hop_slot(&mut self, dst: SocketAddr) -> u32 {
+        match self.next_hops.acquire((dst.ip(), 0)) {
+            Some((slot, true)) => {
+                self.pending.push(MapOp::SetNextHop(slot));
+                slot
+            }
+            Some((slot, false)) => slot,
+            None => 0,
+        }
+    }
+
+    /// The entry of `local` left the map: its next-hop slots lose a user.
+    fn drop_hops(&mut self, local: &SocketAddr) {
+        if let Some(slots) = self.hops_of.remove(local) {
+            for s in slots {
+                self.next_hops.release(s);
+            }
+        }
     }
 
     pub fn get(&self, local: &SocketAddr) -> Option<&ForwardingEntry> {
@@ -118,6 +179,7 @@ impl StreamTable {
         let changes = diff(&old, &new);
         for local in &changes.removals {
             self.entries.remove(local);
+            self.drop_hops(local);
             self.pending.push(MapOp::Remove(StreamKey::from(*local)));
         }
         for e in changes.inserts.iter().chain(&changes.updates) {
@@ -158,6 +220,7 @@ impl StreamTable {
     pub fn hold_in_userspace(&mut self, locals: impl IntoIterator<Item = SocketAddr>) {
         for local in locals {
             if self.held.insert(local) && self.entries.contains_key(&local) {
+                self.drop_hops(&local);
                 self.pending.push(MapOp::Remove(StreamKey::from(local)));
             }
         }
@@ -213,10 +276,18 @@ impl StreamTable {
             }
         };
         let tos = self.tos.get(call_id).copied();
-        self.pending.push(MapOp::Insert(
-            StreamKey::from(e.local),
-            stream_entry(e, slot, tos, self.handover_ds),
-        ));
+        let mut entry = stream_entry(e, slot, tos, self.handover_ds);
+        // New slots first, then the old ones released: a destination that stays keeps its slot.
+        let hops = [
+            self.hop_slot(e.rewrite.to),
+            e.rtcp_rewrite.map_or(0, |r| self.hop_slot(r.to)),
+        ];
+        entry.next_hop = hops[0];
+        entry.rtcp_next_hop = hops[1];
+        self.drop_hops(&e.local);
+        self.hops_of.insert(e.local, hops);
+        self.pending
+            .push(MapOp::Insert(StreamKey::from(e.local), entry));
     }
 
     /// True when changes wait for [`StreamTable::flush`].
@@ -250,6 +321,12 @@ impl StreamTable {
                         tracing::warn!(slot, error = %err, "resetting counter slot");
                     }
                 }
+                MapOp::SetNextHop(slot) => {
+                    let hop = self.next_hops.value(slot);
+                    if let Err(err) = self.fast_path.set_next_hop(slot, hop) {
+                        tracing::warn!(slot, error = %err, "writing a next hop; its streams use the FIB lookup");
+                    }
+                }
                 MapOp::Insert(key, entry) => match self.fast_path.insert(key, entry) {
                     Ok(()) => {
                         tracing::debug!(local = ?key.socket_addr(), "fast-path entry installed")
@@ -260,6 +337,8 @@ impl StreamTable {
                 },
             }
         }
+        // The entries that named released slots are out of the map now.
+        self.next_hops.recycle();
     }
 
     /// Removes every map entry the applied set does not know (an earlier daemon's, whose call
@@ -325,6 +404,8 @@ fn stream_entry(e: &ForwardingEntry, slot: u32, tos: Option<u8>, handover_ds: u8
         handover_ds,
         counter_slot: slot,
         egress_ifindex: 0,
+        next_hop: 0,
+        rtcp_next_hop: 0,
         rtcp_src,
         rtcp_dst,
     }
@@ -335,5 +416,25 @@ fn stream_entry(e: &ForwardingEntry, slot: u32, tos: Option<u8>, handover_ds: u8
 impl StreamTable {
     pub fn applied(&self) -> std::collections::BTreeMap<SocketAddr, ForwardingEntry> {
         self.entries.iter().map(|(a, e)| (*a, *e)).collect()
+    }
+}
+
+impl super::Engine {
+    /// A new view of the kernel's routes and neighbours (from the netlink watcher): the
+    /// next-hop slots follow it.
+    pub fn net_changed(&mut self, snap: NetSnapshot) {
+        let owned = crate::datapath::status()
+            .into_iter()
+            .filter(|r| !r.gone)
+            .map(|r| r.ifindex)
+            .collect();
+        self.net_changed_on(snap, owned);
+    }
+
+    /// [`Engine::net_changed`](super::Engine::net_changed) with the fast path's devices given.
+    pub fn net_changed_on(&mut self, snap: NetSnapshot, owned: HashSet<u32>) {
+        self.table.net_changed(snap, owned);
+        let (slots, resolved) = self.table.next_hop_counts();
+        tracing::debug!(slots, resolved, "next hops re-resolved");
     }
 }

@@ -93,9 +93,19 @@ impl Engine {
                 Map::new()
             }
         };
+        let events: Map<String, Value> = self
+            .table
+            .events()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(e, n)| (e.name().to_owned(), json!(n)))
+            .collect();
+        let (slots, resolved) = self.table.next_hop_counts();
         obj(json!({
             "result": "ok",
             "statistics": {
+                "fastpath events": events,
+                "next hops": {"slots": slots, "resolved": resolved},
                 "currentstatistics": {"sessionsown": self.meta.len(), "sessionsforeign": self.foreign_count(), "sessionstotal": self.stats.sessions_total},
                 "userspace forwarded packets": self.stats.userspace_forwarded,
                 "crypto": serde_json::to_value(self.gateway.counters).unwrap_or_default(),

@@ -52,6 +52,8 @@ pub fn entry(
         handover_ds: 20,
         counter_slot: slot,
         egress_ifindex: 0,
+        next_hop: 0,
+        rtcp_next_hop: 0,
         rtcp_src: Endpoint::default(),
         rtcp_dst: Endpoint::default(),
     }
@@ -349,4 +351,103 @@ pub fn run_case(
         }
     }
     (res.return_value, failures)
+}
+
+/// The next hop the daemon resolved, against the FIB, through one hook: `run` runs the program
+/// on a frame arriving on A and returns (reason slot that moved, output frame). An entry to
+/// 10.10.2.2 (which the FIB resolves to B's neighbour) names next-hop slot 5:
+/// - slot unresolved: the FIB's MACs, `fib_lookup` counted;
+/// - slot resolved: its MACs (not the FIB's), nothing counted;
+/// - slot resolved with an MTU below the packet: passed to the daemon, untouched.
+pub fn next_hop_checks(
+    relay: &mut relay_ctl::xdp::Relay,
+    ib: u32,
+    mut run: impl FnMut(&mut relay_ctl::xdp::Relay, &[u8]) -> (Option<Reason>, Vec<u8>),
+) -> Vec<String> {
+    use relay_common::stream::{FLAG_SOURCE_ANY, NextHop, StreamKey};
+    const SLOT: u32 = 5;
+    let e = StreamEntry {
+        next_hop: SLOT,
+        ..entry(
+            40,
+            "10.10.1.2:4000",
+            "10.10.2.1:30051",
+            "10.10.2.2:6000",
+            Mismatch::Drop,
+            FLAG_SOURCE_ANY,
+        )
+    };
+    relay.reset_stream_counters(e.counter_slot).unwrap();
+    relay
+        .insert_stream(StreamKey::from(sa("10.10.1.1:30050")), e)
+        .unwrap();
+    let frame = v4(
+        Vlan::None,
+        "10.10.1.2:4000",
+        "10.10.1.1:30050",
+        &frames::rtp_payload(7),
+    );
+    let fib_lookups = |r: &relay_ctl::xdp::Relay| -> u64 {
+        relay_ctl::xdp::read_events(&r.events_map().unwrap()).unwrap()[0].1
+    };
+    let mut f = Vec::new();
+    let mut check = |relay: &mut relay_ctl::xdp::Relay,
+                     name: &str,
+                     want: Reason,
+                     fwd: Option<Fwd>,
+                     fib: u64| {
+        let before = fib_lookups(relay);
+        let (reason, out) = run(relay, &frame);
+        if reason != Some(want) {
+            f.push(format!("{name}: reason {reason:?}, want {want:?}"));
+        }
+        match fwd {
+            Some(fwd) => f.extend(check_forwarded(name, &frame, &out, &fwd)),
+            None if out != frame => f.push(format!("{name}: frame modified")),
+            None => {}
+        }
+        let d = fib_lookups(relay) - before;
+        if d != fib {
+            f.push(format!("{name}: fib_lookup moved by {d}, want {fib}"));
+        }
+    };
+    let to = |smac, dmac| Fwd {
+        smac,
+        dmac,
+        src: sa("10.10.2.1:30051"),
+        dst: sa("10.10.2.2:6000"),
+        zero_csum: false,
+        tos: None,
+    };
+    relay.set_next_hop(SLOT, NextHop::default()).unwrap();
+    check(
+        relay,
+        "next hop unresolved: FIB",
+        Reason::RedirectForward,
+        Some(to(MAC_B, NEIGH_B)),
+        1,
+    );
+    let (smac, dmac) = ([0x02, 0, 0, 0, 0x0e, 0x01], [0x02, 0, 0, 0, 0x0e, 0x02]);
+    let hop = NextHop {
+        ifindex: ib,
+        mtu: 1500,
+        smac,
+        dmac,
+    };
+    relay.set_next_hop(SLOT, hop).unwrap();
+    check(
+        relay,
+        "next hop from the daemon",
+        Reason::RedirectForward,
+        Some(to(smac, dmac)),
+        0,
+    );
+    relay
+        .set_next_hop(SLOT, NextHop { mtu: 40, ..hop })
+        .unwrap();
+    check(relay, "next hop MTU too small", Reason::PassTooBig, None, 0);
+    relay
+        .remove_stream(&StreamKey::from(sa("10.10.1.1:30050")))
+        .unwrap();
+    f
 }

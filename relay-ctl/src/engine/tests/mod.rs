@@ -6,6 +6,7 @@ mod calls;
 mod compat;
 mod crypto;
 mod ice;
+mod next_hops;
 mod ng;
 mod state;
 
@@ -37,6 +38,10 @@ pub struct TableState {
     pub counters: HashMap<u32, StreamCounters>,
     /// Inserts per relay endpoint, to see that an entry went in once.
     pub inserts: HashMap<StreamKey, u32>,
+    /// The next-hop array.
+    pub next_hops: HashMap<u32, relay_common::stream::NextHop>,
+    /// Every next-hop write, in order.
+    pub next_hop_writes: Vec<u32>,
 }
 
 struct FakeFastPath(Rc<RefCell<TableState>>);
@@ -84,6 +89,21 @@ impl FastPath for FakeFastPath {
 
     fn keys(&mut self) -> Result<Vec<StreamKey>, FastPathError> {
         Ok(self.0.borrow().entries.keys().copied().collect())
+    }
+
+    fn set_next_hop(
+        &mut self,
+        slot: u32,
+        hop: relay_common::stream::NextHop,
+    ) -> Result<(), FastPathError> {
+        let mut t = self.0.borrow_mut();
+        t.next_hops.insert(slot, hop);
+        t.next_hop_writes.push(slot);
+        Ok(())
+    }
+
+    fn events(&self) -> Result<Vec<(relay_common::stats::Event, u64)>, FastPathError> {
+        Ok(Vec::new())
     }
 }
 
