@@ -111,6 +111,7 @@ pub fn load(config: &RelayConfig, pin_dir: &Path, max_streams: u32) -> Result<Re
         path: pin_dir.to_owned(),
         source,
     })?;
+    unpin_incompatible(pin_dir);
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(names::STREAMS_MAP, max_streams)
@@ -119,6 +120,59 @@ pub fn load(config: &RelayConfig, pin_dir: &Path, max_streams: u32) -> Result<Re
         loader.map_pin_path(name, pin_dir.join(name));
     }
     Ok(Relay::load_with(&mut loader, config)?)
+}
+
+/// Key size, value size and (for the fixed tables) entries this build's program expects of a
+/// persistent map.
+fn expected_layout(name: &str) -> Option<(u32, u32, Option<u32>)> {
+    use relay_common::{
+        stats::{Event, Reason, StatEntry},
+        stream::{StreamCounters, StreamEntry, StreamKey},
+    };
+    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    Some(match name {
+        names::STATS_MAP => (4, size(size_of::<StatEntry>()), Some(Reason::COUNT)),
+        names::STREAMS_MAP => (
+            size(size_of::<StreamKey>()),
+            size(size_of::<StreamEntry>()),
+            None,
+        ),
+        names::STREAM_COUNTERS_MAP => (4, size(size_of::<StreamCounters>()), None),
+        names::EVENTS_MAP => (4, 8, Some(Event::COUNT)),
+        _ => return None,
+    })
+}
+
+/// Unpins the persistent maps an earlier build left with another layout (an upgrade that
+/// changed an entry): the program then gets fresh maps, the running one keeps its own until
+/// its link is replaced, and the daemon re-installs every call from its saved state. Returns
+/// the maps unpinned.
+pub fn unpin_incompatible(pin_dir: &Path) -> Vec<&'static str> {
+    let mut unpinned = Vec::new();
+    for &name in PERSISTENT_MAPS {
+        let Some((key, value, entries)) = expected_layout(name) else {
+            continue;
+        };
+        let path = pin_dir.join(name);
+        // Absent (a first start) or unreadable: the loader says what is wrong, if anything.
+        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+            continue;
+        };
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        if found.0 == key && found.1 == value && entries.is_none_or(|n| n == found.2) {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::warn!(map = name, ?found, expected = ?(key, value, entries), "pinned map from an earlier build has another layout: replaced by a fresh one; calls are re-installed from the saved state");
+                unpinned.push(name);
+            }
+            Err(e) => {
+                tracing::warn!(map = name, path = %path.display(), error = %e, "cannot unpin a map of another layout")
+            }
+        }
+    }
+    unpinned
 }
 
 /// Attaches XDP to `iface` (native, or generic as fallback), taking over a link an earlier
