@@ -51,8 +51,9 @@ struct GwStream {
     offered: Option<Pending>,
     /// Every answering fork's own legs and DTLS keys, by its tag (RFC 3261 forking: each
     /// answer has its own SDES keys or DTLS association).
+    /// Boxed: a map node holds room for eleven values, and every plain call has one fork.
     #[serde(default)]
-    forks: BTreeMap<String, Fork>,
+    forks: BTreeMap<String, Box<Fork>>,
     /// The fork whose legs are in `crypto` (None in state saved before forks were kept).
     #[serde(default)]
     fork: Option<String>,
@@ -73,7 +74,8 @@ pub type CallCrypto = GwCall;
 pub struct GwCall {
     /// from-tag of the call's first offer: side 0 of the session model.
     first_tag: String,
-    streams: BTreeMap<usize, GwStream>,
+    /// Boxed: a map node holds room for eleven values, and most calls have one stream.
+    streams: BTreeMap<usize, Box<GwStream>>,
 }
 
 /// What the state file keeps of the gateway.
@@ -258,7 +260,7 @@ impl Gateway {
                 new.forks = old.forks;
                 new.fork = old.fork;
             }
-            call.streams.insert(i, new);
+            call.streams.insert(i, Box::new(new));
         }
         Ok(s.to_string())
     }
@@ -327,7 +329,7 @@ impl Gateway {
             // Same legs (DTLS: same roles and fingerprints) keep the fork's association.
             let fork = gs.forks.entry(to_tag.to_owned()).or_default();
             if fork.legs != st.legs {
-                *fork = Fork {
+                **fork = Fork {
                     legs: st.legs.clone(),
                     dtls_keys: Default::default(),
                 };
