@@ -305,6 +305,16 @@ pub fn ifindex(name: &str) -> u32 {
 /// The relay program (ports 30000-30100) with the table's entries installed and `egress`
 /// registered for redirects.
 pub fn load_with_table(egress: u32) -> Relay {
+    let mut relay = load(egress);
+    for (key, e) in table(egress) {
+        relay.reset_stream_counters(e.counter_slot).unwrap();
+        relay.insert_stream(StreamKey::from(sa(key)), e).unwrap();
+    }
+    relay
+}
+
+/// The relay program (ports 30000-30100) with `egress` registered for redirects, no entries.
+pub fn load(egress: u32) -> Relay {
     let mut relay = Relay::load(&RelayConfig {
         port_min: 30_000,
         port_max: 30_100,
@@ -312,10 +322,6 @@ pub fn load_with_table(egress: u32) -> Relay {
     })
     .unwrap();
     relay.add_egress(egress).unwrap();
-    for (key, e) in table(egress) {
-        relay.reset_stream_counters(e.counter_slot).unwrap();
-        relay.insert_stream(StreamKey::from(sa(key)), e).unwrap();
-    }
     relay
 }
 
@@ -362,8 +368,20 @@ pub fn run_case(
 pub fn next_hop_checks(
     relay: &mut relay_ctl::xdp::Relay,
     ib: u32,
-    mut run: impl FnMut(&mut relay_ctl::xdp::Relay, &[u8]) -> (Option<Reason>, Vec<u8>),
+    mut run: impl FnMut(&mut Relay, &[u8], &mut [u8]) -> TestRunResult,
 ) -> Vec<String> {
+    // The reason slot the run moved, and the output frame.
+    let mut run = |relay: &mut Relay, frame: &[u8]| {
+        let before = read_totals(&relay.stats_map().unwrap()).unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        let res = run(relay, frame, &mut out);
+        let after = read_totals(&relay.stats_map().unwrap()).unwrap();
+        out.truncate(res.data_size_out as usize);
+        let moved = Reason::ALL
+            .into_iter()
+            .find(|r| after.get(*r).packets != before.get(*r).packets);
+        (moved, out)
+    };
     use relay_common::stream::{FLAG_SOURCE_ANY, NextHop, StreamKey};
     const SLOT: u32 = 5;
     let e = StreamEntry {
