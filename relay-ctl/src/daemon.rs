@@ -233,7 +233,7 @@ impl GroupCommit {
     /// After every event: starts a write when none is in flight, and sends what needs none.
     async fn advance(&mut self, engine: &mut Engine, ng: &UdpSocket) {
         if self.in_flight.is_some() {
-            if engine.nothing_to_write() {
+            if !engine.state_dirty() {
                 // Only reads and datagrams of unchanged calls since the write began.
                 engine.commit();
                 send_replies(ng, std::mem::take(&mut self.waiting)).await;

@@ -59,12 +59,12 @@ pub(crate) enum MapOp {
     Remove(StreamKey),
     ResetCounters(u32),
     Insert(StreamKey, StreamEntry),
-    /// Writes a new next-hop slot (its value as it is at the flush) before an entry names it.
+    /// Writes a new next-hop slot (its value as it is when applied) before an entry names it.
     SetNextHop(u32),
 }
 
 /// The entries applied to the fast path and the counter slot of each relay endpoint. Changes
-/// reach the maps only at [`StreamTable::flush`], which the engine calls once the journal holds
+/// reach the maps only at [`StreamTable::apply_ops`], which the engine calls once the journal holds
 /// them: the maps are never newer than the saved state.
 pub struct StreamTable {
     fast_path: Box<dyn FastPath>,
@@ -290,15 +290,9 @@ impl StreamTable {
             .push(MapOp::Insert(StreamKey::from(e.local), entry));
     }
 
-    /// True when changes wait for [`StreamTable::flush`].
+    /// True when changes wait for [`StreamTable::take_pending`].
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
-    }
-
-    /// Applies the held changes to the maps, in order.
-    pub fn flush(&mut self) {
-        let ops = self.take_pending();
-        self.apply_ops(ops);
     }
 
     /// The held changes, for a commit whose journal write is still in flight.

@@ -116,15 +116,11 @@ pub struct Release {
 }
 
 impl Engine {
-    /// True when changes wait for a commit.
+    /// True when changes wait for a commit. False: nothing since the last
+    /// [`Engine::begin_commit`] changed a call or the maps, so what is queued (replies,
+    /// datagrams) depends on no unwritten state.
     pub fn state_dirty(&self) -> bool {
         !self.state.dirty.is_empty() || self.table.has_pending()
-    }
-
-    /// True when nothing since the last [`Engine::begin_commit`] changed a call or the maps:
-    /// what is queued (replies, datagrams) depends on no unwritten state.
-    pub fn nothing_to_write(&self) -> bool {
-        self.state.dirty.is_empty() && !self.table.has_pending()
     }
 
     /// Takes every change since the last commit: the journal write that makes it durable (None

@@ -136,7 +136,7 @@ fn a_change_made_while_a_write_is_in_flight_waits_for_its_own_write() {
     let first = first.expect("the latch changed the call: a write");
     // While the first write syncs, B's side latches.
     latch(&mut h, b_ep, "198.51.100.20:5000");
-    assert!(!h.engine.nothing_to_write());
+    assert!(h.engine.state_dirty());
     first.run().unwrap();
     h.engine.finish_commit(Some(Ok(())), first_release);
     assert!(
